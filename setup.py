@@ -1,0 +1,28 @@
+"""electra_jax: ELECTRA pre-training and fine-tuning in JAX/Flax."""
+import setuptools
+
+setuptools.setup(
+    name="electra_jax",
+    version="0.1.0",
+    description="ELECTRA pre-training and fine-tuning in JAX/Flax",
+    packages=setuptools.find_packages(include=["electra_jax", "electra_jax.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.7",
+        "flax>=0.11",
+        "optax>=0.2.5",
+        "orbax-checkpoint>=0.11",
+        "tensorflow-cpu>=2.18; platform_machine=='x86_64'",
+        "tensorflow>=2.18; platform_machine!='x86_64'",
+        "tensorflow-datasets>=4.9",
+        "sentencepiece>=0.2",
+        "tokenizers>=0.20",
+        "safetensors>=0.4",
+        "ml-collections>=1.0",
+        "absl-py>=2.0",
+        "numpy>=1.26",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "scikit-learn>=1.4"],
+    },
+)
