@@ -15,6 +15,7 @@ setuptools.setup(
         "tensorflow-cpu>=2.18; platform_machine=='x86_64'",
         "tensorflow>=2.18; platform_machine!='x86_64'",
         "tensorflow-datasets>=4.9",
+        "tensorboard>=2.18",
         "sentencepiece>=0.2",
         "tokenizers>=0.20",
         "safetensors>=0.4",

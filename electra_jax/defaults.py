@@ -1,0 +1,86 @@
+"""Default ConfigDict shared by configs/*.py (ELECTRA-Small values, reference Table 6).
+
+Each file in configs/ starts from `get_default_config()` and overrides what differs, so every key a user
+can override (`--config.key=value`) is listed here once, with what it means.
+"""
+import ml_collections
+
+
+def get_default_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.batch_size = 128  # global batch (all processes together)
+  c.max_seq_length = 128
+  c.num_train_steps = 1_000_000
+  # Device mesh (data, fsdp, tensor); -1 = all remaining devices. The batch is split over data x fsdp.
+  c.mesh_shape = (-1, 1, 1)
+
+  # ---- Data: raw text -> vocab -> TFRecord shards (build_data.py) -> batches (input_pipeline.py).
+  c.data = ml_collections.ConfigDict()
+  # Raw text: comma-separated files/globs (one sentence per line, blank line between documents),
+  # or 'tfds:NAME[:SPLIT]' (a TFDS text dataset), or '' for the embedded offline corpus (Python's docs).
+  c.data.corpus = ''
+  c.data.tfds_text_key = 'text'  # feature holding the text of a TFDS example
+  # Vocabulary: a WordPiece `vocab.txt` (BERT/ELECTRA), a SentencePiece `.model`, or '' to train a
+  # SentencePiece model of model.vocab_size pieces on the corpus.
+  c.data.vocab = ''
+  c.data.do_lower_case = True
+  # Where shards go; '' means WORKDIR/data. Used as-is if it already holds complete shards (meta.json).
+  c.data.data_dir = ''
+  c.data.num_shards = 8  # train shards (the original writes 1000 for its full corpus)
+  c.data.num_processes = 2  # builder worker processes
+  c.data.eval_fraction = 0.02  # fraction of documents held out for pre-training eval
+  c.data.shuffle_buffer = 10_000
+  c.data.builder_seed = 12345
+
+  # ---- Model (model.py). Generator: same depth, hidden = round(hidden_size * generator_fraction).
+  c.model = ml_collections.ConfigDict()
+  c.model.vocab_size = 30522
+  c.model.embedding_size = 128
+  c.model.hidden_size = 256
+  c.model.num_layers = 12
+  c.model.num_heads = 4
+  c.model.intermediate_size = 1024
+  c.model.max_position_embeddings = 512
+  c.model.type_vocab_size = 2
+  c.model.dropout_rate = 0.1
+  c.model.attention_dropout_rate = 0.1
+  c.model.layer_norm_eps = 1e-12
+  c.model.initializer_range = 0.02
+  c.model.generator_fraction = 0.25
+  c.model.dtype = 'float32'  # compute dtype: 'float32' or 'bfloat16' (params stay float32)
+
+  # ---- Objective (objective.py), switches of the original.
+  c.objective = ml_collections.ConfigDict()
+  c.objective.electra_objective = True  # False: plain MLM (BERT without NSP, dynamic masking)
+  c.objective.mask_prob = 0.15
+  c.objective.max_predictions = 0  # 0: int((mask_prob + 0.005) * max_seq_length)
+  c.objective.gen_weight = 1.0
+  c.objective.disc_weight = 50.0
+  c.objective.temperature = 1.0
+  c.objective.disallow_correct = False
+  c.objective.uniform_generator = False
+  c.objective.untied_generator_embeddings = False
+  c.objective.untied_generator = True  # False: generator IS the discriminator (needs generator_fraction 1.0)
+
+  # ---- Optimizer (optim.py).
+  c.optim = ml_collections.ConfigDict()
+  c.optim.learning_rate = 5e-4
+  c.optim.warmup_steps = 10_000
+  c.optim.schedule = 'electra'  # 'electra': warmup overlapping linear decay; 'warmup_linear': textbook
+  c.optim.end_learning_rate = 0.0
+  c.optim.weight_decay = 0.01
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+  c.optim.eps = 1e-6
+  c.optim.clip_norm = 1.0
+  c.optim.bias_correction = False  # the original's Adam has none; True gives textbook AdamW
+
+  # ---- Loop (train.py).
+  c.log_every_steps = 100
+  c.eval_every_steps = 10_000
+  c.eval_steps = 50
+  c.checkpoint_every_steps = 10_000
+  c.keep_checkpoints = 3
+  c.async_checkpoints = True
+  return c

@@ -1,0 +1,53 @@
+r"""Command line entry point: a thin layer over the Python API.
+
+  python -m electra_jax.main --config=configs/demo.py --workdir=/tmp/electra_demo
+  python -m electra_jax.main --config=configs/small.py --workdir=DIR \
+      --config.data.corpus='/data/text/*.txt' --config.data.vocab=/data/vocab.txt
+  python -m electra_jax.main --mode=build_data --config=configs/small.py --workdir=DIR
+
+Modes: `train` (default: builds the data if WORKDIR/data has none, then pre-trains, resuming from
+the latest checkpoint in WORKDIR) and `build_data` (only the vocabulary and TFRecord shards).
+A problem with the input is printed as one `error: ...` line and exits with status 1.
+"""
+import os
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from electra_jax.errors import UserError
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a configs/*.py file.',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Where data, checkpoints and logs go.')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'build_data'], 'What to run.')
+
+
+def run(mode: str, config, workdir: str):
+  """Dispatch, importable from a notebook too."""
+  if mode == 'build_data':
+    from electra_jax import build_data  # pylint: disable=g-import-not-at-top
+    return build_data.build_pretraining_data(config, workdir)
+  from electra_jax import train  # pylint: disable=g-import-not-at-top
+  return train.train_and_evaluate(config, workdir)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if _CONFIG.value is None or not _WORKDIR.value:
+    sys.exit('error: --config and --workdir are required')
+  if os.environ.get('ELECTRA_JAX_DISTRIBUTED'):  # set by launch/ scripts on pods and multi-node
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.distributed.initialize()
+  try:
+    run(_MODE.value, _CONFIG.value, _WORKDIR.value)
+  except UserError as e:
+    sys.exit(f'error: {e}')
+  except KeyboardInterrupt:
+    sys.exit('interrupted; rerun the same command to resume from the last checkpoint')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,228 @@
+"""The ELECTRA transformer (Flax linen): embeddings, BERT encoder, generator and discriminator heads.
+
+Parameter tree of `ElectraPretrainer` (names follow the HF layout so conversion is a rename):
+  embeddings/            word/position/token_type embeddings + LayerNorm, SHARED by both models
+  generator_embeddings/  only with objective.untied_generator_embeddings
+  generator/             [embeddings_project], layer_0 .. layer_{L-1}  (absent when the generator is
+                         tied to the discriminator: objective.untied_generator=False)
+  discriminator/         [embeddings_project], layer_0 .. layer_{L-1}
+  generator_predictions/ dense (-> embedding size), LayerNorm, output_bias; output layer tied to
+                         the word embeddings
+  discriminator_predictions/ dense, dense_prediction
+
+A fine-tuning model uses the same `embeddings` + `discriminator` names, so a pre-trained
+discriminator drops in by dictionary lookup.
+"""
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerSize:
+  hidden_size: int
+  num_heads: int
+  intermediate_size: int
+  num_layers: int
+
+
+def discriminator_size(model_config) -> TransformerSize:
+  return TransformerSize(model_config.hidden_size, model_config.num_heads,
+                         model_config.intermediate_size, model_config.num_layers)
+
+
+def generator_size(model_config) -> TransformerSize:
+  """Reference: hidden = round(H x fraction), heads = max(1, hidden // 64), FFN = 4 x hidden."""
+  if model_config.generator_fraction == 1.0:
+    return discriminator_size(model_config)
+  hidden = int(round(model_config.hidden_size * model_config.generator_fraction))
+  return TransformerSize(hidden, max(1, hidden // 64), 4 * hidden, model_config.num_layers)
+
+
+def _init(model_config):
+  return nn.initializers.normal(stddev=model_config.initializer_range)
+
+
+def _dtype(model_config):
+  return jnp.dtype(model_config.dtype)
+
+
+class Embeddings(nn.Module):
+  """Word + position + token-type embeddings, LayerNorm, dropout. Output width: embedding_size."""
+  config: ml_collections.ConfigDict
+
+  def setup(self):
+    c = self.config
+    self.word_embeddings = nn.Embed(c.vocab_size, c.embedding_size, embedding_init=_init(c),
+                                    dtype=_dtype(c), name='word_embeddings')
+    self.position_embeddings = nn.Embed(c.max_position_embeddings, c.embedding_size,
+                                        embedding_init=_init(c), dtype=_dtype(c))
+    self.token_type_embeddings = nn.Embed(c.type_vocab_size, c.embedding_size,
+                                          embedding_init=_init(c), dtype=_dtype(c))
+    self.LayerNorm = nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=_dtype(c))
+    self.dropout = nn.Dropout(c.dropout_rate)
+
+  def __call__(self, input_ids, segment_ids, deterministic: bool):
+    seq_len = input_ids.shape[-1]
+    if seq_len > self.config.max_position_embeddings:
+      raise ValueError(f'sequence length {seq_len} > max_position_embeddings '
+                       f'{self.config.max_position_embeddings}')
+    x = (self.word_embeddings(input_ids)
+         + self.position_embeddings(jnp.arange(seq_len)[None, :])
+         + self.token_type_embeddings(segment_ids))
+    return self.dropout(self.LayerNorm(x), deterministic=deterministic)
+
+  def attend(self, h):
+    """Logits over the vocabulary with the word-embedding table as output layer (tied)."""
+    return self.word_embeddings.attend(h)
+
+
+class TransformerLayer(nn.Module):
+  """One post-LayerNorm BERT layer."""
+  config: ml_collections.ConfigDict
+  size: TransformerSize
+
+  @nn.compact
+  def __call__(self, x, attention_mask, deterministic: bool):
+    c, s = self.config, self.size
+    dtype = _dtype(c)
+    dense = lambda n, name: nn.Dense(n, kernel_init=_init(c), dtype=dtype, name=name)
+    batch, seq_len, _ = x.shape
+    head_dim = s.hidden_size // s.num_heads
+    split = lambda t: t.reshape(batch, seq_len, s.num_heads, head_dim)
+    q = split(dense(s.hidden_size, 'query')(x))
+    k = split(dense(s.hidden_size, 'key')(x))
+    v = split(dense(s.hidden_size, 'value')(x))
+    if deterministic or c.attention_dropout_rate == 0.0:
+      # Fused attention (cuDNN flash attention on GPU when available).
+      ctx = jax.nn.dot_product_attention(q, k, v, mask=attention_mask)
+    else:
+      # The reference drops attention probabilities (rate 0.1), which the fused kernel can't do.
+      # Set model.attention_dropout_rate=0 to train with the fused kernel instead.
+      logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) / jnp.sqrt(head_dim).astype(dtype)
+      logits = jnp.where(attention_mask, logits, jnp.finfo(logits.dtype).min)
+      probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(dtype)
+      probs = nn.Dropout(c.attention_dropout_rate)(probs, deterministic=False)
+      ctx = jnp.einsum('bhqk,bkhd->bqhd', probs, v)
+    ctx = ctx.reshape(batch, seq_len, s.hidden_size)
+    attn_out = nn.Dropout(c.dropout_rate)(dense(s.hidden_size, 'attention_output')(ctx),
+                                          deterministic=deterministic)
+    x = nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=dtype, name='attention_LayerNorm')(x + attn_out)
+    h = nn.gelu(dense(s.intermediate_size, 'intermediate')(x), approximate=False)
+    h = nn.Dropout(c.dropout_rate)(dense(s.hidden_size, 'output')(h), deterministic=deterministic)
+    return nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=dtype, name='output_LayerNorm')(x + h)
+
+
+class Transformer(nn.Module):
+  """Projection of the (shared) embeddings to this model's width, then the layer stack."""
+  config: ml_collections.ConfigDict
+  size: TransformerSize
+
+  @nn.compact
+  def __call__(self, embedded, input_mask, deterministic: bool):
+    c = self.config
+    x = embedded
+    if c.embedding_size != self.size.hidden_size:
+      x = nn.Dense(self.size.hidden_size, kernel_init=_init(c), dtype=_dtype(c),
+                   name='embeddings_project')(x)
+    attention_mask = input_mask[:, None, None, :].astype(bool)  # [B, 1(heads), 1(query), keys]
+    for i in range(self.size.num_layers):
+      x = TransformerLayer(c, self.size, name=f'layer_{i}')(x, attention_mask, deterministic)
+    return x
+
+
+class GeneratorHead(nn.Module):
+  """dense(embedding_size) -> GELU -> LayerNorm; logits = h . E^T + output_bias (tied to E)."""
+  config: ml_collections.ConfigDict
+
+  @nn.compact
+  def __call__(self, hidden, embeddings: Embeddings):
+    c = self.config
+    h = nn.Dense(c.embedding_size, kernel_init=_init(c), dtype=_dtype(c), name='dense')(hidden)
+    h = nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=_dtype(c), name='LayerNorm')(
+        nn.gelu(h, approximate=False))
+    bias = self.param('output_bias', nn.initializers.zeros, (c.vocab_size,))
+    # Logits in float32: they feed a softmax over the whole vocabulary and the sampler.
+    return embeddings.attend(h).astype(jnp.float32) + bias
+
+
+class DiscriminatorHead(nn.Module):
+  """dense(hidden) -> GELU -> dense(1): one 'replaced' logit per token."""
+  config: ml_collections.ConfigDict
+
+  @nn.compact
+  def __call__(self, hidden):
+    c = self.config
+    h = nn.gelu(nn.Dense(hidden.shape[-1], kernel_init=_init(c), dtype=_dtype(c),
+                         name='dense')(hidden), approximate=False)
+    out = nn.Dense(1, kernel_init=_init(c), dtype=_dtype(c), name='dense_prediction')(h)
+    return out[..., 0].astype(jnp.float32)
+
+
+def gather_positions(sequence, positions):
+  """sequence [B, T, D], positions [B, P] -> [B, P, D]."""
+  return jnp.take_along_axis(sequence, positions[:, :, None], axis=1)
+
+
+class ElectraPretrainer(nn.Module):
+  """Generator + discriminator with shared embeddings. Call the two halves separately:
+  `apply(..., method='generator_logits')` then `apply(..., method='discriminator_logits')`."""
+  model_config: ml_collections.ConfigDict
+  untied_generator_embeddings: bool = False
+  untied_generator: bool = True
+
+  def setup(self):
+    c = self.model_config
+    self.embeddings = Embeddings(c)
+    if self.untied_generator_embeddings:
+      self.generator_embeddings = Embeddings(c)
+    self.discriminator = Transformer(c, discriminator_size(c))
+    if self.untied_generator:
+      self.generator = Transformer(c, generator_size(c))
+    elif generator_size(c) != discriminator_size(c):
+      raise ValueError('untied_generator=False (generator shares all discriminator weights) needs '
+                       'model.generator_fraction=1.0')
+    self.generator_predictions = GeneratorHead(c)
+    self.discriminator_predictions = DiscriminatorHead(c)
+
+  def _generator_parts(self):
+    emb = self.generator_embeddings if self.untied_generator_embeddings else self.embeddings
+    body = self.generator if self.untied_generator else self.discriminator
+    return emb, body
+
+  def generator_logits(self, masked_ids, input_mask, segment_ids, masked_positions,
+                       deterministic: bool = True):
+    """Masked-LM logits [B, P, V] (float32), computed only at the P masked positions."""
+    emb, body = self._generator_parts()
+    hidden = body(emb(masked_ids, segment_ids, deterministic), input_mask, deterministic)
+    return self.generator_predictions(gather_positions(hidden, masked_positions), emb)
+
+  def discriminator_logits(self, input_ids, input_mask, segment_ids, deterministic: bool = True):
+    """Replaced-token logits [B, T] (float32)."""
+    hidden = self.discriminator(self.embeddings(input_ids, segment_ids, deterministic), input_mask,
+                                deterministic)
+    return self.discriminator_predictions(hidden)
+
+  def __call__(self, input_ids, input_mask, segment_ids, masked_positions,
+               deterministic: bool = True):
+    """Both halves on the same ids; used to create every parameter at init."""
+    return (self.generator_logits(input_ids, input_mask, segment_ids, masked_positions,
+                                  deterministic),
+            self.discriminator_logits(input_ids, input_mask, segment_ids, deterministic))
+
+
+def make_pretrainer(config) -> ElectraPretrainer:
+  return ElectraPretrainer(config.model,
+                           untied_generator_embeddings=config.objective.untied_generator_embeddings,
+                           untied_generator=config.objective.untied_generator)
+
+
+def init_params(model: ElectraPretrainer, rng, seq_len: int = 8, num_predictions: int = 2) -> Any:
+  """Float32 parameters. Shapes don't depend on the batch or sequence length used here."""
+  ids = jnp.zeros((1, seq_len), jnp.int32)
+  positions = jnp.zeros((1, num_predictions), jnp.int32)
+  return model.init(rng, ids, jnp.ones_like(ids), ids, positions)['params']

@@ -1,0 +1,82 @@
+"""Optimizer: the original's AdamW (no bias correction) and learning-rate schedule, in optax.
+
+Reference quirks kept as the default (each with its textbook variant as an option):
+- Adam without bias correction (`optim.bias_correction=False`); textbook AdamW with True.
+- LR = linear decay from step 0 to `num_train_steps`, multiplied by min(1, step / warmup): warmup
+  and decay overlap (`optim.schedule='electra'`); 'warmup_linear' decays only after warmup.
+- Weight decay 0.01 on everything except LayerNorm parameters and biases; global-norm clip 1.0.
+"""
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def learning_rate_schedule(optim_config, num_train_steps: int) -> optax.Schedule:
+  o = optim_config
+  if o.schedule == 'electra':
+    decay = optax.polynomial_schedule(o.learning_rate, o.end_learning_rate, power=1.0,
+                                      transition_steps=num_train_steps)
+
+    def schedule(step):
+      warmup = jnp.minimum(1.0, step / max(o.warmup_steps, 1)) if o.warmup_steps else 1.0
+      return decay(step) * warmup
+    return schedule
+  if o.schedule == 'warmup_linear':
+    return optax.join_schedules([
+        optax.linear_schedule(0.0, o.learning_rate, o.warmup_steps),
+        optax.linear_schedule(o.learning_rate, o.end_learning_rate,
+                              max(num_train_steps - o.warmup_steps, 1))], [o.warmup_steps])
+  raise ValueError(f"optim.schedule must be 'electra' or 'warmup_linear', got {o.schedule!r}")
+
+
+class ScaleByAdamNoBiasCorrectionState(NamedTuple):
+  mu: optax.Updates
+  nu: optax.Updates
+
+
+def scale_by_adam_no_bias_correction(b1=0.9, b2=0.999, eps=1e-6) -> optax.GradientTransformation:
+  """m / (sqrt(v) + eps) with raw (uncorrected) moments, as the original AdamWeightDecayOptimizer.
+
+  Early steps are therefore smaller than textbook Adam's: at step 1 the update is
+  (1-b1) g / ((1-b2)^0.5 |g| + eps) ~ 3.2 sign(g) instead of sign(g).
+  """
+
+  def init_fn(params):
+    zeros = lambda p: jnp.zeros_like(p, dtype=jnp.float32)
+    return ScaleByAdamNoBiasCorrectionState(jax.tree.map(zeros, params),
+                                            jax.tree.map(zeros, params))
+
+  def update_fn(updates, state, params=None):
+    del params
+    mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, updates)
+    nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * jnp.square(g), state.nu, updates)
+    updates = jax.tree.map(lambda m, v: m / (jnp.sqrt(v) + eps), mu, nu)
+    return updates, ScaleByAdamNoBiasCorrectionState(mu, nu)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def weight_decay_mask(params):
+  """True for the parameters that get weight decay: Dense kernels and embedding tables.
+
+  LayerNorm scale/bias, Dense biases and the generator's output_bias are excluded.
+  """
+  def decays(path, _):
+    return getattr(path[-1], 'key', None) in ('kernel', 'embedding')
+  return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def make_optimizer(optim_config, num_train_steps: int, learning_rate_fn=None):
+  """clip(global norm) -> Adam(-ish) -> + weight_decay * param -> * -lr."""
+  o = optim_config
+  lr = learning_rate_fn or learning_rate_schedule(o, num_train_steps)
+  adam = (optax.scale_by_adam(o.b1, o.b2, o.eps) if o.bias_correction
+          else scale_by_adam_no_bias_correction(o.b1, o.b2, o.eps))
+  parts = []
+  if o.clip_norm and o.clip_norm > 0:
+    parts.append(optax.clip_by_global_norm(o.clip_norm))
+  parts += [adam, optax.add_decayed_weights(o.weight_decay, mask=weight_decay_mask),
+            optax.scale_by_learning_rate(lr)]
+  return optax.chain(*parts)

@@ -1,0 +1,249 @@
+"""The pre-training loop: `train_and_evaluate(config, workdir)`, readable top to bottom.
+
+The jitted step is a pure function (state, batch, rng) -> (state, metrics); the step's randomness is
+jax.random.fold_in(rng, step) and the batch at step N depends only on (seed, N, data), so a resumed
+run repeats the uninterrupted run bit for bit (on CPU).
+"""
+import functools
+import json
+import os
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from electra_jax import build_data
+from electra_jax import checkpoint
+from electra_jax import input_pipeline
+from electra_jax import model as model_lib
+from electra_jax import objective
+from electra_jax import optim
+from electra_jax import sharding
+from electra_jax.errors import UserError
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def create_train_state(model, tx, rng) -> TrainState:
+  params = model_lib.init_params(model, rng)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def train_step(state: TrainState, batch, rng, *, model, tx, learning_rate_fn, objective_config,
+               special, max_predictions):
+  """One optimizer step on one global batch."""
+  step_rng = jax.random.fold_in(rng, state.step)
+
+  def loss_fn(params):
+    return objective.electra_loss(model, params, batch, step_rng, objective_config, special,
+                                  max_predictions, deterministic=False)
+
+  (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = objective.summarize_metrics(objective.pretraining_metrics(aux))
+  metrics.update(loss=loss, grad_norm=optax.global_norm(grads),
+                 learning_rate=learning_rate_fn(state.step))
+  if 'disc_probs' in aux:
+    metrics['disc_auc'] = objective.binary_auc(aux['disc_labels'], aux['disc_probs'],
+                                               aux['disc_weights'])
+  return TrainState(state.step + 1, params, opt_state), metrics
+
+
+def eval_step(params, batch, rng, *, model, objective_config, special, max_predictions):
+  """Metric sums of one held-out batch (no dropout; fixed masking/sampling rng per batch)."""
+  _, aux = objective.electra_loss(model, params, batch, rng, objective_config, special,
+                                  max_predictions, deterministic=True)
+  sums = objective.pretraining_metrics(aux)
+  auc_inputs = {k: aux[k] for k in ('disc_labels', 'disc_probs', 'disc_weights') if k in aux}
+  return sums, auc_inputs
+
+
+def evaluate(eval_fn, params, mesh, batches, rng) -> dict:
+  totals, auc_parts = {}, []
+  for i, batch in enumerate(batches):
+    sums, auc_inputs = jax.device_get(eval_fn(params, sharding.global_batch(mesh, batch),
+                                              jax.random.fold_in(rng, i)))
+    for k, v in sums.items():
+      totals[k] = totals.get(k, 0.0) + np.float64(v)
+    auc_parts.append(auc_inputs)
+  if not totals:
+    raise UserError('the held-out data gave no eval batch; raise data.eval_fraction or lower '
+                    'batch_size')
+  result = {k: float(v) for k, v in objective.summarize_metrics(totals).items()}
+  if auc_parts and auc_parts[0]:
+    cat = {k: np.concatenate([p[k].ravel() for p in auc_parts]) for k in auc_parts[0]}
+    result['disc_auc'] = float(objective.binary_auc(cat['disc_labels'], cat['disc_probs'],
+                                                    cat['disc_weights']))
+  return result
+
+
+def check_config(config, meta, num_devices: int):
+  m = config.model
+  if meta['vocab_size'] != m.vocab_size:
+    raise UserError(f"the vocabulary has {meta['vocab_size']} tokens but model.vocab_size is "
+                    f"{m.vocab_size}; set --config.model.vocab_size={meta['vocab_size']}")
+  if meta['max_seq_length'] != config.max_seq_length:
+    raise UserError(f"the data in {meta['data_dir']} has sequences of {meta['max_seq_length']} "
+                    f"tokens but max_seq_length is {config.max_seq_length}")
+  if config.max_seq_length > m.max_position_embeddings:
+    raise UserError(f'max_seq_length {config.max_seq_length} > model.max_position_embeddings '
+                    f'{m.max_position_embeddings}')
+  for size in (model_lib.discriminator_size(m), model_lib.generator_size(m)):
+    if size.hidden_size % size.num_heads:
+      raise UserError(f'hidden size {size.hidden_size} is not divisible by {size.num_heads} heads')
+  if config.batch_size % num_devices:
+    raise UserError(f'batch_size {config.batch_size} is not divisible by the {num_devices} devices '
+                    'of the batch axes')
+
+
+class _Log:
+  """Progress lines on the console, scalars to TensorBoard, and metrics.jsonl (process 0 only)."""
+
+  def __init__(self, workdir, resume_step):
+    self.active = jax.process_index() == 0
+    if not self.active:
+      return
+    from flax.metrics import tensorboard  # pylint: disable=g-import-not-at-top
+    self.tb = tensorboard.SummaryWriter(os.path.join(workdir, 'tensorboard'))
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+    # A resumed run rewrites what the killed run logged after its last checkpoint.
+    kept = []
+    if os.path.exists(self.path):
+      with open(self.path) as f:
+        kept = [l for l in f if json.loads(l)['step'] <= resume_step]
+    with open(self.path, 'w') as f:
+      f.writelines(kept)
+
+  def write(self, kind, step, metrics, line=None):
+    if not self.active:
+      return
+    if line:
+      print(line, flush=True)
+    self.tb.write_scalars(step, {f'{kind}/{k}': v for k, v in metrics.items()})
+    self.tb.flush()
+    with open(self.path, 'a') as f:
+      f.write(json.dumps({'kind': kind, 'step': step, **metrics}) + '\n')
+
+
+def _eta(seconds):
+  seconds = int(seconds)
+  return f'{seconds // 3600}h{seconds // 60 % 60:02d}m' if seconds >= 3600 else \
+      f'{seconds // 60}m{seconds % 60:02d}s'
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Pre-trains ELECTRA per `config` in `workdir` (resuming from its latest checkpoint).
+
+  Builds the data first if `config.data.data_dir` (default WORKDIR/data) holds none. Returns the
+  final train and eval metrics.
+  """
+  workdir = os.path.abspath(workdir)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, '.write_test')
+    open(probe, 'w').close()
+    os.remove(probe)
+  except OSError as e:
+    raise UserError(f'cannot write to workdir {workdir}: {e.strerror}') from None
+
+  # Data and vocabulary.
+  if jax.process_count() == 1:
+    data_dir = build_data.build_pretraining_data(config, workdir)
+  else:  # every process must see the same shards: build them beforehand (mode=build_data).
+    data_dir = config.data.data_dir or os.path.join(workdir, 'data')
+  meta = build_data.load_meta(data_dir)
+  meta.setdefault('data_dir', data_dir)
+  mesh = sharding.make_mesh(config.mesh_shape)
+  check_config(config, meta, mesh.shape['data'] * mesh.shape['fsdp'])
+  special = objective.SpecialIds(meta['pad_id'], meta['cls_id'], meta['sep_id'], meta['mask_id'])
+  max_predictions = objective.max_predictions_per_seq(
+      config.objective.mask_prob, config.max_seq_length, config.objective.max_predictions)
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    f.write(config.to_json_best_effort(indent=2))
+
+  # Model, optimizer, state (created on device, replicated).
+  model = model_lib.make_pretrainer(config)
+  learning_rate_fn = optim.learning_rate_schedule(config.optim, config.num_train_steps)
+  tx = optim.make_optimizer(config.optim, config.num_train_steps, learning_rate_fn)
+  init_rng, train_rng, eval_rng = jax.random.split(jax.random.key(config.seed), 3)
+  repl = sharding.replicated(mesh)
+  init_fn = jax.jit(functools.partial(create_train_state, model, tx), out_shardings=repl)
+  abstract_state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl),
+                                jax.eval_shape(init_fn, init_rng))
+  manager = checkpoint.checkpoint_manager(workdir, config)
+  state = checkpoint.restore_latest(manager, abstract_state)
+  if state is None:
+    state = init_fn(init_rng)
+  start_step = int(state.step)
+  num_params = sum(x.size for x in jax.tree.leaves(state.params))
+
+  step_kwargs = dict(model=model, objective_config=config.objective, special=special,
+                     max_predictions=max_predictions)
+  batch_shard = sharding.batch_sharding(mesh)
+  p_train_step = jax.jit(
+      functools.partial(train_step, tx=tx, learning_rate_fn=learning_rate_fn, **step_kwargs),
+      in_shardings=(repl, batch_shard, repl), out_shardings=(repl, repl), donate_argnums=(0,))
+  p_eval_step = jax.jit(functools.partial(eval_step, **step_kwargs),
+                        in_shardings=(repl, batch_shard, repl), out_shardings=repl)
+
+  log = _Log(workdir, start_step)
+  log.write('info', start_step, {'num_params': float(num_params)},
+            f'electra_jax: {num_params / 1e6:.2f}M params, {jax.device_count()} devices '
+            f'({jax.devices()[0].platform}), mesh {dict(mesh.shape)}, '
+            + (f'resuming at step {start_step}' if start_step else 'starting at step 0')
+            + f' of {config.num_train_steps}')
+  train_iter = input_pipeline.train_batches(config, meta, start_step, jax.process_index(),
+                                            jax.process_count())
+  eval_batches = lambda: input_pipeline.eval_batches(config, meta, jax.process_index(),
+                                                     jax.process_count())
+  tokens_per_step = config.batch_size * config.max_seq_length
+  train_metrics, eval_metrics = {}, {}
+  last_time, last_step = time.perf_counter(), start_step
+  try:
+    for step in range(start_step, config.num_train_steps):
+      batch = sharding.global_batch(mesh, next(train_iter))
+      state, metrics = p_train_step(state, batch, train_rng)
+      done = step + 1
+      if done % config.log_every_steps == 0 or done == config.num_train_steps:
+        train_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        now = time.perf_counter()
+        steps_per_sec = (done - last_step) / (now - last_time)
+        last_time, last_step = now, done
+        train_metrics.update(steps_per_sec=steps_per_sec,
+                             tokens_per_sec=steps_per_sec * tokens_per_step)
+        line = (f'step {done}/{config.num_train_steps} | loss {train_metrics["loss"]:.4f} | '
+                f'mlm {train_metrics["mlm_loss"]:.3f}')
+        if 'disc_loss' in train_metrics:
+          line += (f' | disc {train_metrics["disc_loss"]:.4f} auc {train_metrics["disc_auc"]:.3f}'
+                   f' acc {train_metrics["disc_accuracy"]:.3f}')
+        line += (f' | {train_metrics["tokens_per_sec"]:,.0f} tok/s | '
+                 f'ETA {_eta((config.num_train_steps - done) / steps_per_sec)}')
+        log.write('train', done, train_metrics, line)
+      if done % config.eval_every_steps == 0 or done == config.num_train_steps:
+        eval_metrics = evaluate(p_eval_step, state.params, mesh, eval_batches(), eval_rng)
+        log.write('eval', done, eval_metrics, f'eval @ {done}: ' + ', '.join(
+            f'{k} {v:.4f}' for k, v in eval_metrics.items()))
+        last_time = time.perf_counter()  # eval time is not training throughput
+      if done % config.checkpoint_every_steps == 0 or done == config.num_train_steps:
+        checkpoint.save(manager, done, state)
+  finally:
+    manager.wait_until_finished()
+    manager.close()
+
+  if jax.process_index() == 0:
+    vocab_info = {k: meta[k] for k in ('vocab_path', 'vocab_kind', 'vocab_size', 'do_lower_case',
+                                       'pad_id', 'unk_id', 'cls_id', 'sep_id', 'mask_id')
+                  if k in meta}
+    checkpoint.export_pretrained(os.path.join(workdir, 'pretrained'), state.params, config,
+                                 vocab_info)
+  return {'train': train_metrics, 'eval': eval_metrics, 'step': int(state.step)}
