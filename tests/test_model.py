@@ -1,0 +1,136 @@
+"""The transformer: sizes of the reference configs, sharing/tying, dtypes, the two attention paths."""
+import importlib.util
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from electra_jax import model as model_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config(name):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'configs', f'{name}.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def count(tree):
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def bert_params(vocab, emb, hidden, layers, ffn, max_pos=512, types=2):
+  """Hand count of a BERT/ELECTRA encoder: embeddings (+ projection) + layers."""
+  n = vocab * emb + max_pos * emb + types * emb + 2 * emb
+  if emb != hidden:
+    n += emb * hidden + hidden
+  layer = 4 * (hidden * hidden + hidden) + hidden * ffn + ffn + ffn * hidden + hidden + 4 * hidden
+  return n + layers * layer
+
+
+@pytest.mark.parametrize('name,disc_total', [
+    ('small', 13_549_057),  # HF google/electra-small-discriminator: 13.5M
+    ('base', None), ('large', None)])
+def test_reference_sizes(name, disc_total):
+  config = load_config(name)
+  m = config.model
+  model = model_lib.make_pretrainer(config)
+  shapes = jax.eval_shape(lambda r: model_lib.init_params(model, r), jax.random.key(0))
+  disc = {k: shapes[k] for k in ('embeddings', 'discriminator', 'discriminator_predictions')}
+  h = m.hidden_size
+  expected_disc = bert_params(m.vocab_size, m.embedding_size, h, m.num_layers,
+                              m.intermediate_size) + (h * h + h) + (h + 1)
+  assert count(disc) == expected_disc
+  if disc_total:
+    assert count(disc) == disc_total
+  g = model_lib.generator_size(m)
+  assert g.hidden_size == round(h * m.generator_fraction) and g.num_heads == max(1, g.hidden_size // 64)
+  gen_body = count(shapes['generator'])
+  assert gen_body == bert_params(0, m.embedding_size, g.hidden_size, g.num_layers,
+                                 g.intermediate_size, max_pos=0, types=0) - 2 * m.embedding_size
+  # Generator head: dense(hidden -> emb), LayerNorm, output bias; no output matrix (tied).
+  head = shapes['generator_predictions']
+  assert set(head) == {'dense', 'LayerNorm', 'output_bias'}
+  assert head['dense']['kernel'].shape == (g.hidden_size, m.embedding_size)
+  assert head['output_bias'].shape == (m.vocab_size,)
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(shapes))
+
+
+@pytest.fixture(scope='module')
+def tiny_setup():
+  config = tiny_config()
+  model = model_lib.make_pretrainer(config)
+  params = model_lib.init_params(model, jax.random.key(0))
+  rng = np.random.default_rng(0)
+  ids = jnp.asarray(rng.integers(5, config.model.vocab_size, (2, 12)), jnp.int32)
+  mask = jnp.asarray([[1] * 12, [1] * 7 + [0] * 5], jnp.int32)
+  seg = jnp.asarray([[0] * 6 + [1] * 6, [0] * 12], jnp.int32)
+  pos = jnp.asarray([[1, 3], [2, 4]], jnp.int32)
+  return config, model, params, (ids, mask, seg, pos)
+
+
+def test_embeddings_are_one_shared_table(tiny_setup):
+  config, model, params, (ids, mask, seg, pos) = tiny_setup
+  assert 'generator_embeddings' not in params
+  assert 'embeddings' not in params['generator'] and 'embeddings' not in params['discriminator']
+  gen = lambda p: model.apply({'params': p}, ids, mask, seg, pos, method='generator_logits')
+  disc = lambda p: model.apply({'params': p}, ids, mask, seg, method='discriminator_logits')
+  # Changing the one LayerNorm or word table changes both models; the generator's output layer is
+  # that same table (the gradient of a logit w.r.t. the table has the head's hidden in its row).
+  for leaf in (('embeddings', 'LayerNorm', 'bias'), ('embeddings', 'word_embeddings', 'embedding')):
+    p2 = jax.tree.map(lambda x: x, params)
+    node = p2
+    for k in leaf[:-1]:
+      node = node[k]
+    node[leaf[-1]] = node[leaf[-1]] + jax.random.normal(jax.random.key(1), node[leaf[-1]].shape)
+    assert not np.allclose(gen(p2), gen(params)) and not np.allclose(disc(p2), disc(params))
+  grads = jax.grad(lambda p: gen(p)[0, 0, 7])(params)
+  assert float(jnp.abs(grads['embeddings']['word_embeddings']['embedding'][7]).sum()) > 0
+
+
+def test_untied_switches():
+  config = tiny_config(**{'objective.untied_generator_embeddings': True})
+  params = model_lib.init_params(model_lib.make_pretrainer(config), jax.random.key(0))
+  assert 'generator_embeddings' in params
+  config = tiny_config(**{'objective.untied_generator': False, 'model.generator_fraction': 1.0})
+  params = model_lib.init_params(model_lib.make_pretrainer(config), jax.random.key(0))
+  assert 'generator' not in params  # the generator IS the discriminator body
+  with pytest.raises(ValueError, match='generator_fraction=1.0'):
+    config = tiny_config(**{'objective.untied_generator': False})
+    model_lib.init_params(model_lib.make_pretrainer(config), jax.random.key(0))
+
+
+def test_padding_does_not_change_real_tokens(tiny_setup):
+  config, model, params, (ids, mask, seg, _) = tiny_setup
+  disc = lambda i: model.apply({'params': params}, i, mask, seg, method='discriminator_logits')
+  other = ids.at[1, 9].set(ids[1, 9] + 1)  # a padded position of row 1
+  np.testing.assert_allclose(disc(other)[1, :7], disc(ids)[1, :7], atol=1e-6)
+
+
+def test_explicit_attention_path_equals_fused(tiny_setup):
+  config, _, params, (ids, mask, seg, _) = tiny_setup
+  config = tiny_config(**{'model.dropout_rate': 0.0, 'model.attention_dropout_rate': 1e-12})
+  model = model_lib.make_pretrainer(config)
+  fused = model.apply({'params': params}, ids, mask, seg, method='discriminator_logits')
+  explicit = model.apply({'params': params}, ids, mask, seg, method='discriminator_logits',
+                         deterministic=False, rngs={'dropout': jax.random.key(0)})
+  np.testing.assert_allclose(explicit[mask > 0], fused[mask > 0], atol=1e-5)
+
+
+def test_bfloat16_compute_keeps_float32_params(tiny_setup):
+  _, model, params, (ids, mask, seg, pos) = tiny_setup
+  config = tiny_config(**{'model.dtype': 'bfloat16'})
+  bf16 = model_lib.make_pretrainer(config)
+  p16 = model_lib.init_params(bf16, jax.random.key(0))
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(p16))
+  out32 = model.apply({'params': params}, ids, mask, seg, method='discriminator_logits')
+  out16 = bf16.apply({'params': params}, ids, mask, seg, method='discriminator_logits')
+  assert out16.dtype == jnp.float32  # heads return float32 logits
+  np.testing.assert_allclose(out16, out32, atol=0.05)
+  logits16 = bf16.apply({'params': params}, ids, mask, seg, pos, method='generator_logits')
+  assert logits16.dtype == jnp.float32 and logits16.shape == (2, 2, config.model.vocab_size)
