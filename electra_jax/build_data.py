@@ -1,0 +1,386 @@
+"""Raw text -> vocabulary -> sharded TFRecords of pre-training examples, as the original ELECTRA builder.
+
+Input text has one sentence per line and a blank line between documents. The steps:
+1. The documents are dealt out: each goes to eval with probability `data.eval_fraction` (at least one
+   when there are two or more), and the k-th train (eval) document goes to text shard k % num_shards.
+2. Without a given vocabulary a SentencePiece model is trained on the train text shards.
+3. Worker processes turn each text shard into a TFRecord shard (shard_writer.py, packing.py). Each shard
+   has its own seeded packing draws, so the output depends on (corpus, vocab, builder_seed, num_shards)
+   and not on the number of processes.
+4. `meta.json` is written last, atomically: a directory without it never counts as built.
+
+Usage: python -m electra_jax.build_data --config=configs/demo.py --workdir=DIR [--config.data.corpus=...]
+"""
+from concurrent import futures
+import dataclasses
+import glob
+import json
+import multiprocessing
+import os
+import random
+import shutil
+import sys
+
+from absl import logging
+
+from electra_jax import corpus as corpus_lib
+from electra_jax import demo_corpus
+from electra_jax import shard_writer
+from electra_jax import tokenization
+from electra_jax.errors import UserError
+
+META_FILE = 'meta.json'
+# Bump when the builder's output changes, so older data is rebuilt rather than reused.
+FORMAT_VERSION = 1
+_TMP_DIR = 'tmp-text-shards'
+_SPM_PREFIX = 'spm'
+_META_KEYS = (
+    'max_seq_length', 'vocab_path', 'vocab_kind', 'vocab_size', 'do_lower_case', 'pad_id', 'unk_id',
+    'cls_id', 'sep_id', 'mask_id', 'train_files', 'eval_files', 'train_examples_per_file',
+    'eval_examples_per_file', 'num_train_examples', 'num_eval_examples', 'corpus', 'builder_seed',
+    'settings')
+
+
+def shard_name(split: str, index: int, count: int) -> str:
+  return f'{split}-{index:05d}-of-{count:05d}.tfrecord'
+
+
+def num_eval_shards(num_shards: int, eval_fraction: float) -> int:
+  """About as many examples per eval shard as per train shard, and at least one eval shard."""
+  return max(1, round(num_shards * eval_fraction))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Step 1: deal the documents out to text shards.
+
+
+@dataclasses.dataclass
+class _TextShards:
+  train_paths: list[str]
+  eval_paths: list[str]
+  num_train_documents: int = 0
+  num_eval_documents: int = 0
+
+
+class _BufferedFiles:
+  """Appends text to many files without keeping them all open (1000 shards would exceed the limit)."""
+
+  _FLUSH_BYTES = 64 << 20
+
+  def __init__(self, paths: list[str]):
+    self._paths = paths
+    self._buffers = [[] for _ in paths]
+    self._buffered_bytes = 0
+    for path in paths:
+      open(path, 'w', encoding='utf-8').close()
+
+  def write(self, index: int, text: str):
+    self._buffers[index].append(text)
+    self._buffered_bytes += len(text)
+    if self._buffered_bytes > self._FLUSH_BYTES:
+      self.flush()
+
+  def flush(self):
+    for path, buffer in zip(self._paths, self._buffers):
+      if buffer:
+        with open(path, 'a', encoding='utf-8') as f:
+          f.write(''.join(buffer))
+        buffer.clear()
+    self._buffered_bytes = 0
+
+
+def _deal_documents(documents, tmp_dir: str, num_train: int, num_eval: int, eval_fraction: float,
+                    seed: int) -> _TextShards:
+  """Writes each document to a train or eval text shard; see the module docstring for the rule."""
+  shards = _TextShards(
+      train_paths=[os.path.join(tmp_dir, f'train-{i:05d}.txt') for i in range(num_train)],
+      eval_paths=[os.path.join(tmp_dir, f'eval-{i:05d}.txt') for i in range(num_eval)])
+  files = {'train': _BufferedFiles(shards.train_paths), 'eval': _BufferedFiles(shards.eval_paths)}
+  shard_counts = {'train': num_train, 'eval': num_eval}
+  counts = {'train': 0, 'eval': 0}
+
+  def write(document, split):
+    files[split].write(counts[split] % shard_counts[split], '\n'.join(document) + '\n\n')
+    counts[split] += 1
+
+  rng = random.Random(seed)
+  # The latest document waits, so that it can become the one eval (or train) document if none was drawn.
+  pending, pending_split = None, None
+  for document in documents:
+    if pending is not None:
+      write(pending, pending_split)
+    pending, pending_split = document, ('eval' if rng.random() < eval_fraction else 'train')
+  if pending is not None:
+    if counts['train'] + counts['eval'] == 0:
+      pending_split = 'train'  # a single document: the build will report too few eval examples
+    elif counts['eval'] == 0:
+      pending_split = 'eval'
+    elif counts['train'] == 0:
+      pending_split = 'train'
+    write(pending, pending_split)
+  files['train'].flush()
+  files['eval'].flush()
+  shards.num_train_documents, shards.num_eval_documents = counts['train'], counts['eval']
+  return shards
+
+
+# ---------------------------------------------------------------------------------------------------
+# Steps 2-4.
+
+
+def _check_config(config):
+  if config.max_seq_length < 5:
+    raise UserError(f'max_seq_length must be at least 5, got {config.max_seq_length}')
+  if config.data.num_shards < 1 or config.data.num_processes < 1:
+    raise UserError('data.num_shards and data.num_processes must be at least 1')
+  if not 0.0 <= config.data.eval_fraction < 1.0:
+    raise UserError(f'data.eval_fraction must be in [0, 1), got {config.data.eval_fraction}')
+
+
+def _prepare_data_dir(data_dir: str):
+  try:
+    os.makedirs(data_dir, exist_ok=True)
+    probe = os.path.join(data_dir, f'.write-test-{os.getpid()}')
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise UserError(f'cannot write to data dir {data_dir}: {e.strerror or e}') from e
+
+
+def _settings(config, corpus: corpus_lib.Corpus) -> dict:
+  """What the shards depend on; a complete build with the same settings is reused."""
+  vocab = config.data.vocab
+  return {
+      'format_version': FORMAT_VERSION,
+      'corpus': corpus.spec,
+      'corpus_fingerprint': json.loads(json.dumps(corpus.fingerprint)),
+      'tfds_text_key': config.data.tfds_text_key if corpus.tfds_name else '',
+      'vocab': vocab,
+      'vocab_fingerprint': corpus_lib.file_fingerprint(vocab) if vocab and os.path.isfile(vocab) else [],
+      'vocab_size': config.model.vocab_size,
+      'do_lower_case': config.data.do_lower_case,
+      'max_seq_length': config.max_seq_length,
+      'builder_seed': config.data.builder_seed,
+      'num_shards': config.data.num_shards,
+      'eval_fraction': config.data.eval_fraction,
+  }
+
+
+def _remove_stale_outputs(data_dir: str, keep: str):
+  """Deletes what an earlier (possibly killed) build left; meta.json first, so nothing looks complete.
+
+  `keep` (the given vocabulary, which may be an earlier build's spm.model) is never deleted.
+  """
+  meta_path = os.path.join(data_dir, META_FILE)
+  if os.path.exists(meta_path):
+    os.remove(meta_path)
+  for pattern in ('train-*-of-*.tfrecord*', 'eval-*-of-*.tfrecord*', f'{_SPM_PREFIX}.model',
+                  f'{_SPM_PREFIX}.vocab', f'{META_FILE}.tmp*', f'{corpus_lib.DEMO_CORPUS_FILE}.tmp-*'):
+    for path in glob.glob(os.path.join(data_dir, pattern)):
+      if not keep or not os.path.samefile(path, keep):
+        os.remove(path)
+  shutil.rmtree(os.path.join(data_dir, _TMP_DIR), ignore_errors=True)
+
+
+def _relative_to(path: str, data_dir: str) -> str:
+  """`path` relative to `data_dir` when inside it (the directory can then be moved), else absolute."""
+  path, data_dir = os.path.abspath(path), os.path.abspath(data_dir)
+  return os.path.relpath(path, data_dir) if os.path.dirname(path) == data_dir else path
+
+
+def _write_meta(data_dir: str, meta: dict):
+  path = os.path.join(data_dir, META_FILE)
+  tmp_path = f'{path}.tmp{os.getpid()}'
+  with open(tmp_path, 'w') as f:
+    json.dump(meta, f, indent=2, sort_keys=True)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp_path, path)
+
+
+def _run_tasks(tasks: list, num_processes: int) -> list[int]:
+  """Runs shard_writer.write_shard on each task; in worker processes when there are several."""
+  num_processes = min(num_processes, len(tasks))
+  if num_processes <= 1:
+    return [shard_writer.write_shard(task) for task in tasks]
+  # 'spawn': TensorFlow (which the workers use) is not fork-safe. An executor rather than a Pool: a
+  # worker that dies (e.g. out of memory) fails the build instead of hanging it.
+  context = multiprocessing.get_context('spawn')
+  try:
+    with futures.ProcessPoolExecutor(num_processes, mp_context=context) as executor:
+      return list(executor.map(shard_writer.write_shard, tasks))
+  except futures.process.BrokenProcessPool as e:
+    raise UserError(f'a builder worker process died (out of memory?); try fewer with '
+                    f'--config.data.num_processes={max(1, num_processes // 2)}') from e
+
+
+def _matching_meta(data_dir: str, settings: dict):
+  """The complete earlier build in `data_dir` with these settings, or None."""
+  try:
+    meta = load_meta(data_dir)
+  except UserError:
+    return None
+  return meta if meta['settings'] == settings else None
+
+
+def build_pretraining_data(config, workdir: str) -> str:
+  """Builds (or reuses) the pre-training shards that `config` asks for; returns their directory.
+
+  The directory is `config.data.data_dir`, or WORKDIR/data when that is ''.
+  """
+  _check_config(config)
+  data_dir = os.path.abspath(config.data.data_dir or os.path.join(workdir, 'data'))
+  _prepare_data_dir(data_dir)
+  corpus = corpus_lib.resolve(config.data.corpus, data_dir)
+  given_tokenizer = None
+  if config.data.vocab:
+    given_tokenizer = tokenization.load_tokenizer(config.data.vocab, config.data.do_lower_case)
+    _check_vocab_size(given_tokenizer, config.model.vocab_size)
+
+  settings = _settings(config, corpus)
+  meta = _matching_meta(data_dir, settings)
+  if meta:
+    logging.info('Reusing the pre-training data in %s (%d train / %d eval examples).', data_dir,
+                 meta['num_train_examples'], meta['num_eval_examples'])
+    return data_dir
+
+  logging.info('Building pre-training data from %s into %s.', corpus.description, data_dir)
+  _remove_stale_outputs(data_dir, keep=config.data.vocab)
+  if not corpus.spec:
+    demo_corpus.write_demo_corpus(corpus.files[0])
+  tmp_dir = os.path.join(data_dir, _TMP_DIR)
+  os.makedirs(tmp_dir)
+  try:
+    num_train, num_eval = config.data.num_shards, num_eval_shards(
+        config.data.num_shards, config.data.eval_fraction)
+    text_shards = _deal_documents(
+        corpus_lib.documents(corpus, config.data.tfds_text_key), tmp_dir, num_train, num_eval,
+        config.data.eval_fraction, config.data.builder_seed)
+    if text_shards.num_train_documents + text_shards.num_eval_documents == 0:
+      raise UserError(f'corpus {corpus.description} contains no text')
+
+    if given_tokenizer:
+      tokenizer = given_tokenizer
+    else:
+      logging.info('Training a SentencePiece vocabulary of %d pieces.', config.model.vocab_size)
+      model_path = tokenization.train_sentencepiece(
+          text_shards.train_paths, os.path.join(data_dir, _SPM_PREFIX), config.model.vocab_size,
+          config.data.do_lower_case)
+      tokenizer = tokenization.load_tokenizer(model_path)
+      _check_vocab_size(tokenizer, config.model.vocab_size)
+
+    tasks, names = [], []
+    for split, text_paths in (('train', text_shards.train_paths), ('eval', text_shards.eval_paths)):
+      for i, text_path in enumerate(text_paths):
+        name = shard_name(split, i, len(text_paths))
+        names.append(name)
+        tasks.append(shard_writer.ShardTask(
+            text_path=text_path, output_path=os.path.join(data_dir, name),
+            vocab_path=os.path.abspath(tokenizer.path), do_lower_case=config.data.do_lower_case,
+            max_seq_length=config.max_seq_length,
+            rng_seed=f'{config.data.builder_seed}-{name}'))
+    logging.info('Writing %d shards with %d processes.', len(tasks), config.data.num_processes)
+    counts = dict(zip(names, _run_tasks(tasks, config.data.num_processes)))
+  finally:
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+
+  train_counts = {n: c for n, c in counts.items() if n.startswith('train-')}
+  eval_counts = {n: c for n, c in counts.items() if n.startswith('eval-')}
+  num_train_examples, num_eval_examples = sum(train_counts.values()), sum(eval_counts.values())
+  if num_train_examples == 0 or num_eval_examples == 0:
+    raise UserError(
+        f'corpus {corpus.description} gives too few examples ({num_train_examples} train, '
+        f'{num_eval_examples} eval from {text_shards.num_train_documents} + '
+        f'{text_shards.num_eval_documents} documents); use a larger corpus or a larger '
+        '--config.data.eval_fraction')
+
+  meta = {
+      'max_seq_length': config.max_seq_length,
+      'vocab_path': _relative_to(tokenizer.path, data_dir),
+      'vocab_kind': tokenizer.kind,
+      'vocab_size': tokenizer.vocab_size,
+      'do_lower_case': config.data.do_lower_case,
+      'pad_id': tokenizer.pad_id,
+      'unk_id': tokenizer.unk_id,
+      'cls_id': tokenizer.cls_id,
+      'sep_id': tokenizer.sep_id,
+      'mask_id': tokenizer.mask_id,
+      'train_files': sorted(train_counts),
+      'eval_files': sorted(eval_counts),
+      'train_examples_per_file': train_counts,
+      'eval_examples_per_file': eval_counts,
+      'num_train_examples': num_train_examples,
+      'num_eval_examples': num_eval_examples,
+      'num_train_documents': text_shards.num_train_documents,
+      'num_eval_documents': text_shards.num_eval_documents,
+      'corpus': corpus.description,
+      'builder_seed': config.data.builder_seed,
+      'settings': settings,
+  }
+  _write_meta(data_dir, meta)
+  logging.info('Wrote %d train and %d eval examples to %s.', num_train_examples, num_eval_examples,
+               data_dir)
+  return data_dir
+
+
+def _check_vocab_size(tokenizer: tokenization.Tokenizer, vocab_size: int):
+  if tokenizer.vocab_size != vocab_size:
+    raise UserError(
+        f'vocabulary {tokenizer.path} has {tokenizer.vocab_size} tokens but model.vocab_size is '
+        f'{vocab_size}; set --config.model.vocab_size={tokenizer.vocab_size}')
+
+
+def load_meta(data_dir: str) -> dict:
+  """Reads DATA_DIR/meta.json of a complete build.
+
+  Paths come back absolute: `vocab_path`, `train_files`, `eval_files` and the keys of
+  `train_examples_per_file` / `eval_examples_per_file`; `data_dir` is added.
+  """
+  data_dir = os.path.abspath(data_dir)
+  path = os.path.join(data_dir, META_FILE)
+  incomplete = UserError(
+      f'{data_dir} has no complete pre-training data ({META_FILE}); run build_data')
+  try:
+    with open(path) as f:
+      meta = json.load(f)
+  except (OSError, ValueError) as e:
+    raise incomplete from e
+  if not isinstance(meta, dict) or any(key not in meta for key in _META_KEYS):
+    raise incomplete
+
+  def resolve(p):
+    return os.path.join(data_dir, p)
+
+  meta['data_dir'] = data_dir
+  meta['vocab_path'] = resolve(meta['vocab_path'])
+  for split in ('train', 'eval'):
+    meta[f'{split}_files'] = [resolve(p) for p in meta[f'{split}_files']]
+    meta[f'{split}_examples_per_file'] = {
+        resolve(p): n for p, n in meta[f'{split}_examples_per_file'].items()}
+  if not all(os.path.isfile(p) for p in meta['train_files'] + meta['eval_files']):
+    raise incomplete
+  return meta
+
+
+def _main(argv):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  del argv
+  flags_values = flags.FLAGS
+  try:
+    data_dir = build_pretraining_data(flags_values.config, flags_values.workdir)
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
+  print(data_dir)
+
+
+if __name__ == '__main__':
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.DEFINE_config_file('config', None, 'Config file (e.g. configs/demo.py).',
+                                  lock_config=True)
+  flags.DEFINE_string('workdir', None, 'Work directory; the data goes to WORKDIR/data by default.')
+  flags.mark_flags_as_required(['config', 'workdir'])
+  app.run(_main)
