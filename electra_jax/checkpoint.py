@@ -29,7 +29,7 @@ def checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
       enable_async_checkpointing=config.async_checkpoints,
       cleanup_tmp_directories=True)
   return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), 'checkpoints'),
-                               options=options)
+                               options=options, item_handlers=ocp.StandardCheckpointHandler())
 
 
 def _shapes(tree):
@@ -45,8 +45,10 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state):
   step = manager.latest_step()
   if step is None:
     return None
-  saved = _shapes(manager.item_metadata(step))
-  wanted = _shapes(abstract_state)
+  saved_tree = manager.item_metadata(step)
+  saved_tree = getattr(saved_tree, 'tree', saved_tree)  # orbax wraps the tree of metadata
+  saved = _shapes(saved_tree['params'])
+  wanted = _shapes(abstract_state.params)
   if saved != wanted:
     missing = sorted(set(wanted) - set(saved))
     unexpected = sorted(set(saved) - set(wanted))
@@ -55,7 +57,12 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state):
             if differ else f'missing {missing[:2]}, unexpected {unexpected[:2]}')
     raise UserError(f'the checkpoint in {manager.directory} (step {step}) is of another model: '
                     f'{what}; use another --workdir or the matching config')
-  return manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+  try:
+    return manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+  except (ValueError, KeyError, TypeError) as e:
+    first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise UserError(f'the checkpoint in {manager.directory} (step {step}) does not fit this '
+                    f'config (other optimizer settings?): {first_line}') from None
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, force: bool = False):

@@ -9,14 +9,18 @@ Modes: `train` (default: builds the data if WORKDIR/data has none, then pre-trai
 the latest checkpoint in WORKDIR) and `build_data` (only the vocabulary and TFRecord shards).
 A problem with the input is printed as one `error: ...` line and exits with status 1.
 """
+import logging as std_logging
 import os
 import sys
 
-from absl import app
-from absl import flags
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # this CLI's own process: keep TF's C++ quiet
+
+from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-position
 from ml_collections import config_flags
 
-from electra_jax.errors import UserError
+from electra_jax.errors import UserError  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a configs/*.py file.',
                                           lock_config=True)
@@ -38,6 +42,9 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   if _CONFIG.value is None or not _WORKDIR.value:
     sys.exit('error: --config and --workdir are required')
+  # Orbax and XLA log every save and backend probe at INFO; keep our own INFO lines only.
+  logging.get_absl_handler().addFilter(
+      lambda r: r.levelno >= std_logging.WARNING or 'electra_jax' in r.pathname)
   if os.environ.get('ELECTRA_JAX_DISTRIBUTED'):  # set by launch/ scripts on pods and multi-node
     import jax  # pylint: disable=g-import-not-at-top
     jax.distributed.initialize()

@@ -25,6 +25,8 @@ def make_mesh(mesh_shape=(-1, 1, 1), devices=None) -> Mesh:
   known = math.prod(s for s in shape if s != -1)
   if -1 in shape:
     shape[shape.index(-1)] = len(devices) // known
+  elif known < len(devices):  # an explicit smaller mesh uses the first devices (debugging, tests)
+    devices = devices[:known]
   if math.prod(shape) != len(devices):
     raise UserError(f'mesh_shape {tuple(mesh_shape)} does not fit the {len(devices)} devices')
   return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)

@@ -129,7 +129,8 @@ class _Log:
       return
     if line:
       print(line, flush=True)
-    self.tb.write_scalars(step, {f'{kind}/{k}': v for k, v in metrics.items()})
+    for k, v in metrics.items():
+      self.tb.scalar(f'{kind}/{k}', v, step)
     self.tb.flush()
     with open(self.path, 'a') as f:
       f.write(json.dumps({'kind': kind, 'step': step, **metrics}) + '\n')

@@ -31,6 +31,7 @@ def tiny_config(vocab_size=128, **overrides):
   c.eval_steps = 2
   c.checkpoint_every_steps = 3
   c.async_checkpoints = False
+  c.mesh_shape = (1, 1, 1)  # one of the 8 simulated devices: fast; sharding tests set their own
   for key, value in overrides.items():
     node = c
     *parents, leaf = key.split('.')

@@ -1,0 +1,267 @@
+"""The pre-training loop end to end on tiny data: learning, exact resume (also after kill -9),
+sharded == single-device, the demo config, and bad input."""
+import functools
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from electra_jax import build_data
+from electra_jax import checkpoint
+from electra_jax import input_pipeline
+from electra_jax import main as main_lib
+from electra_jax import model as model_lib
+from electra_jax import objective
+from electra_jax import optim
+from electra_jax import sharding
+from electra_jax import train
+from electra_jax.errors import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORDS = ('the a cat dog sat ran on under mat log big small red blue and then it was '
+         'happy sad').split()
+VOCAB = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', '.'] + WORDS
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  """A tiny corpus with some structure (the generator can learn it) and a WordPiece vocab."""
+  tmp = tmp_path_factory.mktemp('corpus')
+  rng = random.Random(0)
+  docs = []
+  for _ in range(80):
+    docs.append('\n'.join(
+        f'the {rng.choice(["big", "small", "red", "blue"])} {rng.choice(["cat", "dog"])} '
+        f'{rng.choice(["sat", "ran"])} {rng.choice(["on", "under"])} the '
+        f'{rng.choice(["mat", "log"])} and it was {rng.choice(["happy", "sad"])}.'
+        for _ in range(rng.randint(2, 6))))
+  (tmp / 'corpus.txt').write_text('\n\n'.join(docs) + '\n')
+  (tmp / 'vocab.txt').write_text('\n'.join(VOCAB) + '\n')
+  config = config_for(str(tmp / 'data'), str(tmp))
+  return build_data.build_pretraining_data(config, str(tmp))
+
+
+def config_for(data_dir, corpus_dir=None, **overrides):
+  c = tiny_config(vocab_size=len(VOCAB), **overrides)
+  c.data.data_dir = data_dir
+  if corpus_dir:
+    c.data.corpus = os.path.join(corpus_dir, 'corpus.txt')
+    c.data.vocab = os.path.join(corpus_dir, 'vocab.txt')
+  else:  # reuse the built data as is
+    c.data.corpus = os.path.join(os.path.dirname(data_dir), 'corpus.txt')
+    c.data.vocab = os.path.join(os.path.dirname(data_dir), 'vocab.txt')
+  c.data.num_shards = 2
+  c.data.num_processes = 1
+  c.data.eval_fraction = 0.1
+  c.data.shuffle_buffer = 64
+  return c
+
+
+def read_metrics(workdir, kind='train'):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    rows = [json.loads(l) for l in f]
+  return {r['step']: r for r in rows if r['kind'] == kind}
+
+
+def test_training_learns_and_writes_everything(data_dir, tmp_path):
+  config = config_for(data_dir, num_train_steps=40, eval_every_steps=40, checkpoint_every_steps=20)
+  result = train.train_and_evaluate(config, str(tmp_path))
+  rows = read_metrics(str(tmp_path))
+  first = np.mean([rows[s]['loss'] for s in range(1, 6)])
+  last = np.mean([rows[s]['loss'] for s in range(36, 41)])
+  assert last < first - 1.0, (first, last)
+  assert rows[40]['learning_rate'] > 0 and rows[1]['learning_rate'] == 0.0  # the schedule's step 0
+  # The reference's eval metrics, all present and in range.
+  ev = result['eval']
+  for k in ('mlm_loss', 'mlm_accuracy', 'sampled_accuracy', 'disc_loss', 'disc_accuracy',
+            'disc_precision', 'disc_recall', 'disc_auc'):
+    assert k in ev and np.isfinite(ev[k]), k
+  assert ev['mlm_accuracy'] > 0.2  # the tiny "language" is easy for the generator
+  assert os.listdir(os.path.join(tmp_path, 'tensorboard'))
+  assert sorted(os.listdir(os.path.join(tmp_path, 'checkpoints'))) == ['20', '40']
+  # The exported weights load back and reproduce the trained discriminator.
+  model_config, weights, vocab = checkpoint.load_pretrained(os.path.join(tmp_path, 'pretrained'))
+  assert model_config.hidden_size == config.model.hidden_size and vocab['mask_id'] == 4
+  assert set(weights['discriminator']) == set(checkpoint.DISCRIMINATOR_KEYS)
+  assert set(weights['generator']) == {'embeddings', 'generator', 'generator_predictions'}
+  ids = jnp.array([[2, 6, 7, 8, 3]])
+  model = model_lib.make_pretrainer(config)
+  manager = checkpoint.checkpoint_manager(str(tmp_path), config)
+  state = manager.restore(40)  # raw restore: a dict tree
+  manager.close()
+  args = (ids, jnp.ones_like(ids), jnp.zeros_like(ids))
+  full = model.apply({'params': state['params']}, *args, method='discriminator_logits')
+  exported = model.apply({'params': weights['discriminator']}, *args,
+                         method='discriminator_logits')
+  np.testing.assert_array_equal(full, exported)
+
+
+def test_resume_after_interruption_is_exact(data_dir, tmp_path, monkeypatch):
+  config = config_for(data_dir, num_train_steps=8, checkpoint_every_steps=3, eval_every_steps=4)
+  train.train_and_evaluate(config, str(tmp_path / 'straight'))
+  straight = read_metrics(str(tmp_path / 'straight'))
+
+  real_batches = input_pipeline.train_batches
+
+  def crashing_batches(*args, **kwargs):
+    for i, batch in enumerate(real_batches(*args, **kwargs)):
+      if i == 5:
+        raise RuntimeError('simulated crash at step 5')
+      yield batch
+  monkeypatch.setattr(input_pipeline, 'train_batches', crashing_batches)
+  with pytest.raises(RuntimeError, match='simulated crash'):
+    train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  monkeypatch.setattr(input_pipeline, 'train_batches', real_batches)
+  result = train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  resumed = read_metrics(str(tmp_path / 'resumed'))
+  assert result['step'] == 8 and sorted(resumed) == sorted(straight)
+  for step in straight:
+    for k in ('loss', 'mlm_loss', 'disc_loss', 'disc_auc', 'grad_norm'):
+      assert resumed[step][k] == straight[step][k], (step, k)  # bit for bit
+  assert read_metrics(str(tmp_path / 'resumed'), 'eval') == read_metrics(str(tmp_path / 'straight'),
+                                                                         'eval')
+
+
+TINY_CONFIG_FILE = '''
+import sys
+sys.path.insert(0, {tests!r})
+from test_train import config_for
+
+def get_config():
+  return config_for({data_dir!r}, num_train_steps=3000, checkpoint_every_steps=25,
+                    eval_every_steps=10**6, log_every_steps=25, async_checkpoints=True,
+                    keep_checkpoints=2)
+'''
+
+
+def test_kill_9_then_same_command_resumes_bit_for_bit(data_dir, tmp_path):
+  config_file = tmp_path / 'tiny_config.py'
+  config_file.write_text(TINY_CONFIG_FILE.format(tests=os.path.join(ROOT, 'tests'),
+                                                 data_dir=data_dir))
+  workdir = tmp_path / 'work'
+  cmd = [sys.executable, '-m', 'electra_jax.main', f'--config={config_file}',
+         f'--workdir={workdir}']
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, start_new_session=True)
+  try:  # kill -9 once a checkpoint past step 50 is complete (orbax renames it into place)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+      done = [int(d) for d in os.listdir(workdir / 'checkpoints') if d.isdigit()] \
+          if (workdir / 'checkpoints').exists() else []
+      if done and max(done) >= 50:
+        break
+      time.sleep(0.05)
+    assert proc.poll() is None, 'the run ended before it could be killed'
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+  finally:
+    if proc.poll() is None:
+      os.killpg(proc.pid, signal.SIGKILL)
+  killed_at = max(read_metrics(str(workdir)))
+  assert killed_at < 3000
+  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert 'resuming at step' in out.stdout
+  resumed = read_metrics(str(workdir))
+
+  config = config_for(data_dir, num_train_steps=3000, checkpoint_every_steps=10**6,
+                      eval_every_steps=10**6, log_every_steps=25)
+  train.train_and_evaluate(config, str(tmp_path / 'straight'))
+  straight = read_metrics(str(tmp_path / 'straight'))
+  assert sorted(resumed) == sorted(straight)
+  for step in straight:
+    assert resumed[step]['loss'] == straight[step]['loss'], step
+    assert resumed[step]['disc_auc'] == straight[step]['disc_auc'], step
+
+
+@pytest.mark.parametrize('mesh_shape', [(8, 1, 1), (2, 4, 1), (1, 8, 1)])
+def test_sharded_step_equals_single_device(mesh_shape):
+  config = tiny_config()
+  model = model_lib.make_pretrainer(config)
+  lr = optim.learning_rate_schedule(config.optim, 100)
+  tx = optim.make_optimizer(config.optim, 100, lr)
+  special = objective.SpecialIds(0, 2, 3, 4)
+  step_fn = functools.partial(train.train_step, model=model, tx=tx, learning_rate_fn=lr,
+                              objective_config=config.objective, special=special,
+                              max_predictions=3)
+  rng = np.random.default_rng(0)
+  ids = rng.integers(5, config.model.vocab_size, (8, 16)).astype(np.int32)
+  ids[:, 0] = 2
+  batch = {'input_ids': ids, 'input_mask': np.ones_like(ids), 'segment_ids': np.zeros_like(ids)}
+
+  def run(mesh):
+    repl = sharding.replicated(mesh)
+    state = jax.jit(functools.partial(train.create_train_state, model, tx),
+                    out_shardings=repl)(jax.random.key(0))
+    f = jax.jit(step_fn, in_shardings=(repl, sharding.batch_sharding(mesh), repl),
+                out_shardings=(repl, repl))
+    for _ in range(3):
+      state, metrics = f(state, sharding.global_batch(mesh, batch), jax.random.key(1))
+    return jax.device_get(state.params), jax.device_get(metrics)
+
+  params1, metrics1 = run(sharding.make_mesh((1, 1, 1)))
+  params8, metrics8 = run(sharding.make_mesh(mesh_shape))
+  for k in ('loss', 'mlm_loss', 'disc_loss', 'disc_auc'):
+    np.testing.assert_allclose(metrics8[k], metrics1[k], rtol=1e-5, err_msg=k)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               params8, params1)
+
+
+def load_demo_config():
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location('demo', os.path.join(ROOT, 'configs', 'demo.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def test_demo_config_end_to_end(tmp_path):
+  """The embedded default: demo corpus -> SentencePiece vocab -> shards -> a few steps."""
+  config = load_demo_config()
+  config.num_train_steps = 2
+  config.eval_steps = 1
+  config.log_every_steps = 1
+  config.mesh_shape = (1, 1, 1)
+  result = main_lib.run('train', config, str(tmp_path))
+  assert result['step'] == 2 and 0.0 <= result['eval']['disc_auc'] <= 1.0
+  meta = build_data.load_meta(str(tmp_path / 'data'))
+  assert meta['vocab_kind'] == 'sentencepiece' and meta['vocab_size'] == config.model.vocab_size
+  assert meta['num_train_examples'] > 1000
+
+
+def test_checkpoint_of_another_model_size_is_one_clear_error(data_dir, tmp_path):
+  train.train_and_evaluate(config_for(data_dir, num_train_steps=3), str(tmp_path))
+  bigger = config_for(data_dir, num_train_steps=6, **{'model.hidden_size': 64})
+  with pytest.raises(UserError, match='is of another model.*hidden|another model'):
+    train.train_and_evaluate(bigger, str(tmp_path))
+
+
+def test_unwritable_workdir(data_dir, tmp_path):
+  (tmp_path / 'file').write_text('x')
+  with pytest.raises(UserError, match='cannot write to workdir'):
+    train.train_and_evaluate(config_for(data_dir), str(tmp_path / 'file' / 'work'))
+
+
+@pytest.mark.parametrize('flag,expected', [
+    ('--config.data.corpus=/nonexistent/*.txt', 'error: '),
+    ('--config.model.no_such_key=1', 'no_such_key'),
+    ('--config.batch_size=abc', 'batch_size'),
+])
+def test_command_line_bad_input_is_one_line(tmp_path, flag, expected):
+  out = subprocess.run(
+      [sys.executable, '-m', 'electra_jax.main', '--config=configs/demo.py',
+       f'--workdir={tmp_path}/w', flag], cwd=ROOT, capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, PYTHONPATH=ROOT))
+  assert out.returncode != 0
+  assert 'Traceback' not in out.stderr, out.stderr[-3000:]
+  assert expected in out.stderr
