@@ -56,5 +56,17 @@ def main(argv):
     sys.exit('interrupted; rerun the same command to resume from the last checkpoint')
 
 
+def parse_flags(argv):
+  """absl flag parsing, with a bad --config override told as one line instead of a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f'error: {e}')
+  except (AttributeError, KeyError) as e:  # ml_collections: a key the config doesn't have
+    sys.exit(f'error: unknown config key {str(e).strip(chr(34))} (keys: electra_jax/defaults.py)')
+  except (ValueError, TypeError) as e:
+    sys.exit(f'error: bad config override: {e}')
+
+
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
