@@ -14,6 +14,8 @@ import os
 import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # this CLI's own process: keep TF's C++ quiet
+# TF only reads and parses records here (no float math), so oneDNN's banner is noise.
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
 from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
