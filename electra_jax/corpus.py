@@ -95,16 +95,21 @@ def _text_file_lines(path: str):
       yield line.strip()
 
 
-def _file_documents(path: str):
+def split_documents(lines):
+  """Stripped lines -> documents (lists of sentences): a blank line or the end ends a document."""
   document = []
-  for line in _text_file_lines(path):
+  for line in lines:
     if line:
       document.append(line)
     elif document:
       yield document
       document = []
   if document:
-    yield document  # the end of a file ends its last document
+    yield document
+
+
+def _file_documents(path: str):
+  return split_documents(_text_file_lines(path))
 
 
 def _tfds_documents(name: str, split: str, text_key: str):

@@ -8,6 +8,7 @@ import functools
 import os
 import random
 
+from electra_jax import corpus
 from electra_jax import packing
 from electra_jax import tokenization
 
@@ -32,17 +33,8 @@ def _tokenizer(vocab_path: str, do_lower_case: bool) -> tokenization.Tokenizer:
 
 def _documents(text_path: str):
   """Yields the documents of a text shard, each a list of sentences."""
-  document = []
   with open(text_path, encoding='utf-8') as f:
-    for line in f:
-      line = line.strip()
-      if line:
-        document.append(line)
-      elif document:
-        yield document
-        document = []
-  if document:
-    yield document
+    yield from corpus.split_documents(line.strip() for line in f)
 
 
 def _examples(task: ShardTask):
