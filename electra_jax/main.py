@@ -5,6 +5,10 @@ r"""Command line entry point: a thin layer over the Python API.
       --config.data.corpus='/data/text/*.txt' --config.data.vocab=/data/vocab.txt
   python -m electra_jax.main --mode=build_data --config=configs/small.py --workdir=DIR
 
+Fine-tuning (configs/finetune.py; the config's `task` key selects it, or --mode=finetune):
+  python -m electra_jax.main --config=configs/finetune.py --config.task=mnli \
+      --config.init_checkpoint=PRETRAIN_WORKDIR --config.data_dir=GLUE_DIR --workdir=DIR
+
 Modes: `train` (default: builds the data if WORKDIR/data has none, then pre-trains, resuming from
 the latest checkpoint in WORKDIR) and `build_data` (only the vocabulary and TFRecord shards).
 A problem with the input is printed as one `error: ...` line and exits with status 1.
@@ -27,7 +31,7 @@ from electra_jax.errors import UserError  # pylint: disable=g-import-not-at-top,
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a configs/*.py file.',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where data, checkpoints and logs go.')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'build_data'], 'What to run.')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'build_data', 'finetune'], 'What to run.')
 
 
 def run(mode: str, config, workdir: str):
@@ -35,6 +39,9 @@ def run(mode: str, config, workdir: str):
   if mode == 'build_data':
     from electra_jax import build_data  # pylint: disable=g-import-not-at-top
     return build_data.build_pretraining_data(config, workdir)
+  if mode == 'finetune' or 'task' in config:  # configs/finetune.py
+    from electra_jax.finetune import loop  # pylint: disable=g-import-not-at-top
+    return loop.run(config, workdir)
   from electra_jax import train  # pylint: disable=g-import-not-at-top
   return train.train_and_evaluate(config, workdir)
 

@@ -68,8 +68,47 @@ def weight_decay_mask(params):
   return jax.tree_util.tree_map_with_path(decays, params)
 
 
-def make_optimizer(optim_config, num_train_steps: int, learning_rate_fn=None):
-  """clip(global norm) -> Adam(-ish) -> + weight_decay * param -> * -lr."""
+def layerwise_lr_factors(params, num_layers: int, decay: float, original_off_by_one: bool = False):
+  """Fine-tuning learning-rate multiplier of each parameter: decay ** (depth from the top).
+
+  The task head (every top-level key other than `embeddings` and `discriminator`) gets decay**0,
+  encoder layer i (`discriminator/layer_i`) decay**(num_layers - i), so the top layer gets decay**1,
+  and the embeddings (with `discriminator/embeddings_project`) decay**(num_layers + 1), the deepest.
+  `original_off_by_one` reproduces the original code, which still counts the removed pooler: every
+  encoder layer and the embeddings get one more factor of decay (top layer decay**2).
+  """
+  extra = 1 if original_off_by_one else 0
+
+  def factor(path, _):
+    keys = [getattr(k, 'key', str(k)) for k in path]
+    if keys[0] == 'embeddings' or keys[:2] == ['discriminator', 'embeddings_project']:
+      depth_from_top = num_layers + 1 + extra
+    elif keys[0] == 'discriminator':
+      if not keys[1].startswith('layer_'):
+        raise ValueError(f'unexpected encoder parameter {"/".join(keys)}')
+      depth_from_top = num_layers - int(keys[1][len('layer_'):]) + extra
+    else:
+      depth_from_top = 0
+    return decay ** depth_from_top
+  return jax.tree_util.tree_map_with_path(factor, params)
+
+
+def scale_by_factors(factors) -> optax.GradientTransformation:
+  """Multiplies each update by a fixed per-parameter factor (a tree like the params)."""
+
+  def update_fn(updates, state, params=None):
+    del params
+    return jax.tree.map(lambda u, f: u * jnp.asarray(f, u.dtype), updates, factors), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
+def make_optimizer(optim_config, num_train_steps: int, learning_rate_fn=None, lr_factors=None):
+  """clip(global norm) -> Adam(-ish) -> + weight_decay * param -> * -lr [* per-parameter factor].
+
+  `lr_factors` (fine-tuning, `layerwise_lr_factors`) scale each parameter's whole update, weight
+  decay included, as a per-parameter learning rate does in the original.
+  """
   o = optim_config
   lr = learning_rate_fn or learning_rate_schedule(o, num_train_steps)
   adam = (optax.scale_by_adam(o.b1, o.b2, o.eps) if o.bias_correction
@@ -79,4 +118,6 @@ def make_optimizer(optim_config, num_train_steps: int, learning_rate_fn=None):
     parts.append(optax.clip_by_global_norm(o.clip_norm))
   parts += [adam, optax.add_decayed_weights(o.weight_decay, mask=weight_decay_mask),
             optax.scale_by_learning_rate(lr)]
+  if lr_factors is not None:
+    parts.append(scale_by_factors(lr_factors))
   return optax.chain(*parts)

@@ -106,8 +106,11 @@ def check_config(config, meta, num_devices: int):
                     'of the batch axes')
 
 
-class _Log:
-  """Progress lines on the console, scalars to TensorBoard, and metrics.jsonl (process 0 only)."""
+class MetricsLog:
+  """Progress lines on the console, scalars to TensorBoard, and metrics.jsonl (process 0 only).
+
+  Also used by fine-tuning (one per seed). A resumed run keeps only rows up to `resume_step`.
+  """
 
   def __init__(self, workdir, resume_step):
     self.active = jax.process_index() == 0
@@ -197,7 +200,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   p_eval_step = jax.jit(functools.partial(eval_step, **step_kwargs),
                         in_shardings=(repl, batch_shard, repl), out_shardings=repl)
 
-  log = _Log(workdir, start_step)
+  log = MetricsLog(workdir, start_step)
   log.write('info', start_step, {'num_params': float(num_params)},
             f'electra_jax: {num_params / 1e6:.2f}M params, {jax.device_count()} devices '
             f'({jax.devices()[0].platform}), mesh {dict(mesh.shape)}, '

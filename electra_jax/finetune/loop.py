@@ -1,0 +1,287 @@
+"""Fine-tuning: `run(config, workdir)` trains one model per seed and reports each and the median.
+
+One readable loop (`finetune_one_seed`) on the pre-training core: model.Embeddings/Transformer under
+the pre-training names, optim.make_optimizer with layer-wise LR decay, the mesh from sharding.py,
+train.MetricsLog for console/TensorBoard/metrics.jsonl. The jitted step is pure:
+(state, batch, rng) -> (state, metrics), with dropout rng = fold_in(rng, step); the batch at step N
+is a fixed function of (seed, N), so a run is reproducible.
+
+Outputs, in WORKDIR: results.json (every seed's best dev metrics and the median over seeds) and per
+seed WORKDIR/seed_<S>/{metrics.jsonl, tensorboard/, predictions/} (test-set predictions in the GLUE
+submission format, SQuAD predictions JSON, tagged CoNLL files, made with the best dev checkpoint).
+There is no mid-run resume: a fine-tuning run is short; rerunning starts it again.
+"""
+import functools
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from electra_jax import checkpoint
+from electra_jax import optim
+from electra_jax import sharding
+from electra_jax import tokenization
+from electra_jax import train as train_lib
+from electra_jax.errors import UserError
+from electra_jax.finetune import model as ft_model
+
+
+# ---- Set-up: pre-trained weights, vocabulary, task.
+
+def load_init_checkpoint(config):
+  """-> (model config, {embeddings, discriminator} params or None, vocab path, do_lower_case)."""
+  path = config.init_checkpoint
+  if not path:
+    print('fine-tuning from a RANDOM initialization (no --config.init_checkpoint)', flush=True)
+    return (ml_collections.ConfigDict(config.model.to_dict()), None, config.data.vocab,
+            config.data.do_lower_case)
+  directory = path if os.path.exists(os.path.join(path, 'config.json')) and os.path.exists(
+      os.path.join(path, 'discriminator.msgpack')) else os.path.join(path, 'pretrained')
+  if not os.path.isdir(directory):
+    raise UserError(f'init_checkpoint {path} is neither an electra_jax pre-training workdir nor '
+                    'its pretrained/ dir')
+  model_config, weights, vocab = checkpoint.load_pretrained(directory)
+  if 'discriminator' not in weights:
+    raise UserError(f'{directory} has no discriminator.msgpack')
+  body = {k: weights['discriminator'][k] for k in ft_model.BODY_KEYS}
+  model_config.dtype = config.model.dtype  # compute dtype is a run choice, not the checkpoint's
+  vocab_path = config.data.vocab or vocab.get('vocab_path', '')
+  if vocab_path and not os.path.exists(vocab_path):  # the workdir moved: look next to the weights
+    for candidate in (os.path.join(directory, os.path.basename(vocab_path)),
+                      os.path.join(os.path.dirname(directory), 'data',
+                                   os.path.basename(vocab_path))):
+      if os.path.exists(candidate):
+        vocab_path = candidate
+  if not vocab_path:
+    raise UserError(f'{directory} names no vocabulary; set --config.data.vocab')
+  return model_config, body, vocab_path, vocab.get('do_lower_case', config.data.do_lower_case)
+
+
+def make_task(config, tokenizer):
+  name = config.task.lower()
+  if name in ('chunk', 'ner') or name.startswith('tagging'):
+    from electra_jax.finetune import tagging  # pylint: disable=g-import-not-at-top
+    return tagging.TaggingTask(config, tokenizer)
+  if name.startswith('squad'):
+    from electra_jax.finetune import qa  # pylint: disable=g-import-not-at-top
+    return qa.QATask(config, tokenizer)
+  from electra_jax.finetune import classification  # pylint: disable=g-import-not-at-top
+  return classification.ClassificationTask(config, tokenizer)
+
+
+def load_body(params, body):
+  """Puts the pre-trained embeddings + discriminator into freshly initialized params, by key."""
+  if body is None:
+    return params
+  fresh = {k: params[k] for k in ft_model.BODY_KEYS}
+  want = jax.tree_util.tree_flatten_with_path(fresh)[0]
+  have = dict((jax.tree_util.keystr(p), v) for p, v in
+              jax.tree_util.tree_flatten_with_path(body)[0])
+  for path, leaf in want:
+    key = jax.tree_util.keystr(path)
+    if key not in have or tuple(have[key].shape) != tuple(leaf.shape):
+      got = 'missing' if key not in have else f'shape {tuple(have[key].shape)}'
+      raise UserError(f'pre-trained weights do not fit the model: {key} is {got}, expected '
+                      f'{tuple(leaf.shape)}')
+  return dict(params, **jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), body))
+
+
+# ---- The pure steps.
+
+def train_step(state, batch, rng, *, model, tx, learning_rate_fn):
+  dropout_rng = jax.random.fold_in(rng, state.step)
+
+  def loss_fn(params):
+    outputs = model.apply({'params': params}, batch['input_ids'], batch['input_mask'],
+                          batch['segment_ids'], deterministic=False, rngs={'dropout': dropout_rng})
+    return ft_model.loss_fn(model.head, outputs, batch)
+
+  loss, grads = jax.value_and_grad(loss_fn)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads),
+             'learning_rate': learning_rate_fn(state.step)}
+  return train_lib.TrainState(state.step + 1, params, opt_state), metrics
+
+
+def predict_step(params, batch, *, model):
+  outputs = model.apply({'params': params}, batch['input_ids'], batch['input_mask'],
+                        batch['segment_ids'], deterministic=True)
+  return ft_model.predictions(model.head, outputs)
+
+
+def predict(p_predict, params, arrays, batch_size, mesh) -> dict:
+  """Predictions for every example of `arrays` (the last batch padded, then cut)."""
+  n = len(arrays['input_ids'])
+  parts = []
+  for start in range(0, n, batch_size):
+    batch = {k: v[start:start + batch_size] for k, v in arrays.items()}
+    real = len(batch['input_ids'])
+    if real < batch_size:
+      batch = {k: np.concatenate([v, np.zeros((batch_size - real,) + v.shape[1:], v.dtype)])
+               for k, v in batch.items()}
+    local = _process_slice(batch)
+    out = jax.device_get(p_predict(params, sharding.global_batch(mesh, local)))
+    parts.append({k: np.asarray(v)[:real] for k, v in out.items()})
+  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _process_slice(global_batch: dict) -> dict:
+  """This process's contiguous share of a global batch."""
+  count, index = jax.process_count(), jax.process_index()
+  size = len(global_batch['input_ids']) // count
+  return {k: v[index * size:(index + 1) * size] for k, v in global_batch.items()}
+
+
+def train_batch(arrays: dict, step: int, batch_size: int, seed: int) -> dict:
+  """The global batch of step N: epoch e = N // steps_per_epoch reads a permutation of (seed, e)."""
+  n = len(arrays['input_ids'])
+  steps_per_epoch = n // batch_size
+  epoch, within = divmod(step, steps_per_epoch)
+  order = np.random.default_rng([seed, epoch]).permutation(n)
+  rows = order[within * batch_size:(within + 1) * batch_size]
+  return {k: v[rows] for k, v in arrays.items()}
+
+
+# ---- One seed.
+
+def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str, mesh) -> dict:
+  os.makedirs(workdir, exist_ok=True)
+  model = ft_model.FinetuneModel(model_config, task.head, task.num_outputs)
+  num_examples = len(task.train['input_ids'])
+  batch_size = config.batch_size
+  if num_examples < batch_size:
+    raise UserError(f'{task.name} has {num_examples} training examples, fewer than batch_size '
+                    f'{batch_size}; lower --config.batch_size')
+  epochs = config.num_train_epochs or task.epochs
+  num_train_steps = config.num_train_steps or max(1, int(epochs * num_examples / batch_size))
+  steps_per_epoch = num_examples // batch_size
+  eval_every = config.eval_every_steps or steps_per_epoch
+
+  optim_config = ml_collections.ConfigDict(config.optim.to_dict())
+  optim_config.warmup_steps = int(config.warmup_proportion * num_train_steps)
+  learning_rate_fn = optim.learning_rate_schedule(optim_config, num_train_steps)
+  init_rng, dropout_rng = jax.random.split(jax.random.key(seed))
+  params = load_body(jax.device_get(ft_model.init_params(model, init_rng)), body)
+  if config.layerwise_lr_decay not in (0, 1.0):
+    if config.layerwise_decay_rule not in ('correct', 'original'):
+      raise UserError("layerwise_decay_rule must be 'correct' or 'original'")
+    lr_factors = optim.layerwise_lr_factors(params, model_config.num_layers,
+                                            config.layerwise_lr_decay,
+                                            config.layerwise_decay_rule == 'original')
+  else:
+    lr_factors = None
+  tx = optim.make_optimizer(optim_config, num_train_steps, learning_rate_fn, lr_factors)
+  repl = sharding.replicated(mesh)
+  params = jax.device_put(params, repl)
+  state = train_lib.TrainState(jax.device_put(jnp.zeros((), jnp.int32), repl), params,
+                               jax.jit(tx.init, out_shardings=repl)(params))
+  batch_shard = sharding.batch_sharding(mesh)
+  p_train_step = jax.jit(
+      functools.partial(train_step, model=model, tx=tx, learning_rate_fn=learning_rate_fn),
+      in_shardings=(repl, batch_shard, repl), out_shardings=(repl, repl), donate_argnums=(0,))
+  p_predict = jax.jit(functools.partial(predict_step, model=model),
+                      in_shardings=(repl, batch_shard), out_shardings=repl)
+  eval_batch_size = config.eval_batch_size or batch_size
+
+  log = train_lib.MetricsLog(workdir, 0)
+  log.write('info', 0, {'num_train_steps': float(num_train_steps)},
+            f'{task.name} seed {seed}: {num_examples} train examples, {num_train_steps} steps '
+            f'({epochs:g} epochs of batch {batch_size}), eval every {eval_every} steps')
+  best = {'score': -float('inf')}
+  best_params = None
+  last_time = time.perf_counter()
+  for step in range(num_train_steps):
+    batch = train_batch(task.train, step, batch_size, seed)
+    state, metrics = p_train_step(state, sharding.global_batch(mesh, _process_slice(batch)),
+                                  dropout_rng)
+    done = step + 1
+    if done % config.log_every_steps == 0 or done == num_train_steps:
+      now = time.perf_counter()
+      train_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      train_metrics['steps_per_sec'] = config.log_every_steps / max(now - last_time, 1e-9)
+      last_time = now
+      log.write('train', done, train_metrics,
+                f'step {done}/{num_train_steps} | loss {train_metrics["loss"]:.4f} | '
+                f'lr {train_metrics["learning_rate"]:.2e}')
+    if task.eval_sets and (done % eval_every == 0 or done == num_train_steps):
+      results = {split: task.evaluate(split, predict(p_predict, state.params, arrays,
+                                                      eval_batch_size, mesh))
+                 for split, arrays in task.eval_sets.items()}
+      first = next(iter(results))
+      flat = {f'{split}/{k}': v for split, r in results.items() for k, v in r.items()
+              if isinstance(v, (int, float))}
+      log.write('eval', done, flat, f'eval @ {done}: ' + ', '.join(
+          f'{k} {v:.2f}' for k, v in flat.items()))
+      if results[first]['score'] > best['score']:
+        best = {'score': results[first]['score'], 'step': done, 'metrics': results}
+        best_params = jax.device_get(state.params)
+      last_time = time.perf_counter()
+  if best_params is None:  # no dev set: the final weights
+    best_params, best = jax.device_get(state.params), {'step': num_train_steps, 'metrics': {}}
+
+  written = []
+  if jax.process_index() == 0 and (task.test_sets or hasattr(task, 'write_eval_predictions')):
+    params = jax.device_put(best_params, repl)
+    out_dir = os.path.join(workdir, 'predictions')
+    for split, arrays in task.test_sets.items():
+      written.append(task.write_predictions(
+          split, predict(p_predict, params, arrays, eval_batch_size, mesh), out_dir))
+    if hasattr(task, 'write_eval_predictions'):
+      for split, arrays in task.eval_sets.items():
+        written += task.write_eval_predictions(
+            split, predict(p_predict, params, arrays, eval_batch_size, mesh), out_dir)
+  return {'seed': seed, 'best_step': best['step'], 'num_train_steps': num_train_steps,
+          'best': best['metrics'], 'predictions': written}
+
+
+# ---- Several seeds.
+
+def run(config, workdir: str) -> dict:
+  """Fine-tunes `config.num_trials` models (seeds config.seed, seed+1, ...); writes results.json."""
+  workdir = os.path.abspath(workdir)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise UserError(f'cannot write to workdir {workdir}: {e.strerror}') from None
+  model_config, body, vocab_path, do_lower_case = load_init_checkpoint(config)
+  tokenizer = tokenization.load_tokenizer(vocab_path, do_lower_case)
+  if tokenizer.vocab_size != model_config.vocab_size:
+    raise UserError(f'the vocabulary {vocab_path} has {tokenizer.vocab_size} tokens but the model '
+                    f'has {model_config.vocab_size}')
+  if config.max_seq_length > model_config.max_position_embeddings:
+    raise UserError(f'max_seq_length {config.max_seq_length} > the model\'s '
+                    f'max_position_embeddings {model_config.max_position_embeddings}')
+  task = make_task(config, tokenizer)
+  mesh = sharding.make_mesh(config.mesh_shape)
+  num_batch_devices = mesh.shape['data'] * mesh.shape['fsdp']
+  for name in ('batch_size', 'eval_batch_size'):
+    if config[name] % num_batch_devices:
+      raise UserError(f'{name} {config[name]} is not divisible by the {num_batch_devices} devices '
+                      'of the batch axes')
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    f.write(config.to_json_best_effort(indent=2))
+
+  seeds = [config.seed + i for i in range(max(1, config.num_trials))]
+  per_seed = []
+  for seed in seeds:
+    per_seed.append(finetune_one_seed(config, task, model_config, body, seed,
+                                      os.path.join(workdir, f'seed_{seed}'), mesh))
+    print(f'seed {seed}: ' + json.dumps(per_seed[-1]['best']), flush=True)
+  median = {}
+  for split in per_seed[0]['best']:
+    for metric in per_seed[0]['best'][split]:
+      values = [r['best'][split][metric] for r in per_seed]
+      if all(isinstance(v, (int, float)) for v in values):
+        median.setdefault(split, {})[metric] = float(np.median(values))
+  results = {'task': task.name, 'seeds': per_seed, 'median': median}
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'results.json'), 'w') as f:
+      json.dump(results, f, indent=2)
+    print(f'{task.name}: median over {len(seeds)} seed(s): {json.dumps(median)}', flush=True)
+  return results

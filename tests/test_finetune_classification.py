@@ -1,0 +1,193 @@
+"""Fine-tuning classification: GLUE readers, layer-wise LR decay factors, and a tiny end-to-end run
+(exported tiny pre-trained weights -> learnable SST-2-format fixture) through main.run."""
+import csv
+import importlib.util
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from electra_jax import checkpoint
+from electra_jax import main as main_lib
+from electra_jax import model as model_lib
+from electra_jax import optim
+from electra_jax import tokenization
+from electra_jax.errors import UserError
+from electra_jax.finetune import classification
+from electra_jax.finetune import loop
+from electra_jax.finetune import model as ft_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(ROOT, 'tests', 'fixtures', 'finetune')
+VOCAB = os.path.join(FIXTURES, 'vocab.txt')
+
+
+def finetune_config(**overrides):
+  """configs/finetune.py with the tiny model of conftest (2 layers, hidden 32)."""
+  spec = importlib.util.spec_from_file_location('finetune_config',
+                                                os.path.join(ROOT, 'configs', 'finetune.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  c = module.get_config()
+  tiny = tiny_config(vocab_size=len(open(VOCAB).read().split()))
+  c.model = tiny.model
+  c.mesh_shape = (1, 1, 1)
+  c.data.vocab = VOCAB
+  c.data_dir = FIXTURES
+  c.batch_size = 8
+  c.eval_batch_size = 8
+  c.max_seq_length = 16
+  c.log_every_steps = 20
+  for key, value in overrides.items():
+    node = c
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+@pytest.fixture(scope='module')
+def pretrained_dir(tmp_path_factory):
+  """Tiny ELECTRA weights in the exported pretrained/ layout (random init, not pre-trained)."""
+  directory = str(tmp_path_factory.mktemp('pretrain') / 'pretrained')
+  config = tiny_config(vocab_size=len(open(VOCAB).read().split()))
+  params = model_lib.init_params(model_lib.make_pretrainer(config), jax.random.key(42))
+  checkpoint.export_pretrained(directory, params, config,
+                               {'vocab_path': VOCAB, 'do_lower_case': True})
+  return directory
+
+
+def test_glue_readers_columns():
+  cola = classification.read_glue_tsv(classification.GLUE['cola'], FIXTURES, 'train')
+  assert [(e['text_a'], e['label']) for e in cola][:2] == [('the cat sat .', '1'),
+                                                          ('cat the sat on .', '0')]
+  test = classification.read_glue_tsv(classification.GLUE['cola'], FIXTURES, 'test')
+  assert test[1] == {'id': '1', 'text_a': 'ran dog .', 'text_b': None, 'label': None}
+  mnli = classification.read_glue_tsv(classification.GLUE['mnli'], FIXTURES, 'dev_mismatched')
+  assert (mnli[1]['text_a'], mnli[1]['text_b'], mnli[1]['label']) == (
+      'the cat sat', 'the cat ran', 'contradiction')
+  mrpc = classification.read_glue_tsv(classification.GLUE['mrpc'], FIXTURES, 'train')  # BOM
+  assert (mrpc[0]['text_b'], mrpc[0]['label']) == ('a cat sat .', '1')
+  with pytest.raises(UserError, match='QQP/train.tsv'):
+    classification.read_glue_tsv(classification.GLUE['qqp'], FIXTURES, 'train')
+
+
+def test_custom_reader_jsonl_and_csv(tmp_path):
+  (tmp_path / 'a.jsonl').write_text('{"q": "good cat", "y": "pos"}\n{"q": "bad dog", "y": "neg"}\n')
+  examples = classification.read_custom_file(str(tmp_path / 'a.jsonl'), 'q', '', 'y')
+  assert [(e['text_a'], e['label']) for e in examples] == [('good cat', 'pos'), ('bad dog', 'neg')]
+  (tmp_path / 'b.csv').write_text('s1,s2,score\n"a, cat",a dog,3.5\n')
+  examples = classification.read_custom_file(str(tmp_path / 'b.csv'), 's1', 's2', 'score')
+  assert examples[0]['text_a'] == 'a, cat' and examples[0]['label'] == '3.5'
+  with pytest.raises(UserError, match="no column 'text'"):
+    classification.read_custom_file(str(tmp_path / 'b.csv'), 'text', '', 'score')
+
+
+def _factors(rule):
+  config = tiny_config()
+  model = ft_model.FinetuneModel(config.model, 'classification', 3)
+  params = ft_model.init_params(model, jax.random.key(0))
+  return optim.layerwise_lr_factors(params, 2, 0.5, original_off_by_one=(rule == 'original'))
+
+
+def test_layerwise_lr_decay_factors():
+  d = 0.5
+  f = _factors('correct')  # 2 layers: head 1, top layer d, layer_0 d^2, embeddings d^3
+  assert f['classifier']['kernel'] == 1.0 and f['classifier']['bias'] == 1.0
+  assert f['discriminator']['layer_1']['query']['kernel'] == d
+  assert f['discriminator']['layer_1']['output_LayerNorm']['scale'] == d
+  assert f['discriminator']['layer_0']['intermediate']['kernel'] == d ** 2
+  assert f['discriminator']['embeddings_project']['kernel'] == d ** 3  # embedding 24 -> hidden 32
+  assert f['embeddings']['word_embeddings']['embedding'] == d ** 3
+  assert f['embeddings']['LayerNorm']['scale'] == d ** 3
+  f = _factors('original')  # the original's off-by-one: top layer d^2
+  assert f['classifier']['kernel'] == 1.0
+  assert f['discriminator']['layer_1']['query']['kernel'] == d ** 2
+  assert f['discriminator']['layer_0']['query']['kernel'] == d ** 3
+  assert f['embeddings']['word_embeddings']['embedding'] == d ** 4
+
+
+def test_layerwise_factors_scale_the_whole_update():
+  o = tiny_config().optim
+  o.learning_rate, o.warmup_steps, o.clip_norm, o.weight_decay = 0.1, 0, 0.0, 0.01
+  params = {'embeddings': {'w': {'kernel': jnp.ones(3)}}, 'classifier': {'kernel': jnp.ones(3)},
+            'discriminator': {'layer_0': {'kernel': jnp.ones(3)}}}
+  grads = jax.tree.map(lambda p: jnp.full_like(p, 0.3), params)
+  factors = optim.layerwise_lr_factors(params, 1, 0.5)
+  plain = optim.make_optimizer(o, 10)
+  scaled = optim.make_optimizer(o, 10, lr_factors=factors)
+  u_plain, _ = plain.update(grads, plain.init(params), params)
+  u_scaled, _ = scaled.update(grads, scaled.init(params), params)
+  for keys, factor in ((('classifier', 'kernel'), 1.0), (('discriminator', 'layer_0', 'kernel'), 0.5),
+                       (('embeddings', 'w', 'kernel'), 0.25)):
+    a, b = u_plain, u_scaled
+    for k in keys:
+      a, b = a[k], b[k]
+    np.testing.assert_allclose(b, factor * a, rtol=1e-6)
+
+
+def test_pretrained_weights_drop_in(pretrained_dir):
+  config = finetune_config(init_checkpoint=os.path.dirname(pretrained_dir))  # the workdir works
+  model_config, body, vocab_path, _ = loop.load_init_checkpoint(config)
+  assert vocab_path == VOCAB and set(body) == {'embeddings', 'discriminator'}
+  model = ft_model.FinetuneModel(model_config, 'classification', 2)
+  params = loop.load_body(ft_model.init_params(model, jax.random.key(1)), body)
+  np.testing.assert_array_equal(params['discriminator']['layer_1']['query']['kernel'],
+                                body['discriminator']['layer_1']['query']['kernel'])
+  assert 'classifier' in params
+  bad = dict(body, discriminator={k: v for k, v in body['discriminator'].items() if k != 'layer_1'})
+  with pytest.raises(UserError, match='layer_1'):
+    loop.load_body(params, bad)
+
+
+def test_finetune_learns_fixture_task_two_seeds(pretrained_dir, tmp_path):
+  """SST-2-format fixture: label = sentence has 'good' (vs 'bad'); majority class ~50%."""
+  config = finetune_config(task='sst', init_checkpoint=pretrained_dir, num_trials=2,
+                           num_train_epochs=3.0, **{'optim.learning_rate': 2e-3})
+  workdir = str(tmp_path / 'ft')
+  results = main_lib.run('train', config, workdir)  # the `task` key dispatches to fine-tuning
+  dev_labels = [int(r[1]) for r in list(csv.reader(
+      open(os.path.join(FIXTURES, 'SST-2', 'dev.tsv')), delimiter='\t'))[1:]]
+  majority = 100 * max(np.mean(dev_labels), 1 - np.mean(dev_labels))
+  assert majority < 60
+  accuracies = [r['best']['dev']['accuracy'] for r in results['seeds']]
+  assert [r['seed'] for r in results['seeds']] == [0, 1]
+  assert min(accuracies) >= 90, accuracies
+  assert results['median']['dev']['accuracy'] == pytest.approx(np.median(accuracies))
+  with open(os.path.join(workdir, 'results.json')) as f:
+    assert json.load(f)['median'] == results['median']
+  submission = open(os.path.join(workdir, 'seed_0', 'predictions', 'SST-2.tsv')).read().split('\n')
+  assert submission[0] == 'index\tprediction' and len(submission) == 6  # header, 4 rows, ''
+  assert all(line.split('\t')[1] in ('0', '1') for line in submission[1:5])
+  rows = [json.loads(l) for l in open(os.path.join(workdir, 'seed_1', 'metrics.jsonl'))]
+  assert any(r['kind'] == 'eval' for r in rows)
+  assert os.path.isdir(os.path.join(workdir, 'seed_1', 'tensorboard'))
+
+
+def test_regression_custom_task(tmp_path):
+  """Random init (no init_checkpoint), custom JSONL regression: runs, reports Pearson/Spearman."""
+  rng = np.random.default_rng(0)
+  words = ['good', 'bad']
+  for split, n in (('train', 32), ('dev', 16)):
+    with open(tmp_path / f'{split}.jsonl', 'w') as f:
+      for _ in range(n):
+        k = int(rng.integers(0, 4))
+        text = ' '.join(['good'] * k + ['cat'] * (4 - k))
+        f.write(json.dumps({'text': text, 'score': k / 4}) + '\n')
+  config = finetune_config(task='custom', num_train_steps=8, eval_every_steps=8,
+                           **{'custom.train_file': str(tmp_path / 'train.jsonl'),
+                              'custom.dev_file': str(tmp_path / 'dev.jsonl'),
+                              'custom.label': 'score', 'custom.regression': True})
+  results = loop.run(config, str(tmp_path / 'ft'))
+  assert set(results['median']['dev']) == {'pearson', 'spearman', 'score'}
+
+
+def test_bad_input_is_one_line(tmp_path):
+  config = finetune_config(task='nonesuch')
+  with pytest.raises(UserError, match='unknown task'):
+    loop.run(config, str(tmp_path))
