@@ -1,0 +1,54 @@
+"""Sequence tagging: CoNLL reading, first-sub-token labels, truncation, and a tiny chunking run."""
+import os
+
+import numpy as np
+import pytest
+
+from electra_jax import tokenization
+from electra_jax.errors import UserError
+from electra_jax.finetune import loop
+from electra_jax.finetune import tagging
+from test_finetune_classification import FIXTURES, VOCAB, finetune_config
+
+
+def test_read_conll_ner_columns(tmp_path):
+  (tmp_path / 'train.txt').write_text(
+      '-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\nPeter NNP B-NP B-PER\n')
+  sentences = tagging.read_conll(str(tmp_path / 'train.txt'))
+  assert sentences == [(['EU', 'rejects'], ['B-ORG', 'O']), (['Peter'], ['B-PER'])]
+  chunks = tagging.read_conll(str(tmp_path / 'train.txt'), label_column=2)
+  assert chunks[0][1] == ['B-NP', 'B-VP']
+  (tmp_path / 'bad.txt').write_text('EU\n')
+  with pytest.raises(UserError, match='line 1'):
+    tagging.read_conll(str(tmp_path / 'bad.txt'))
+
+
+def test_labels_on_first_subtoken_and_truncation(tmp_path):
+  (tmp_path / 'train.txt').write_text('cats NN B-NP\nsat VBD B-VP\n\n')
+  (tmp_path / 'dev.txt').write_text('the DT B-NP\ncats NN I-NP\nsat VBD B-VP\non IN B-PP\n\n')
+  config = finetune_config(task='chunk', data_dir=str(tmp_path), max_seq_length=6)
+  tokenizer = tokenization.load_tokenizer(VOCAB)
+  task = tagging.TaggingTask(config, tokenizer)
+  assert task.labels == ['B-NP', 'B-PP', 'B-VP', 'I-NP']
+  train = task.train
+  # [CLS] cat ##s sat [SEP] [PAD]: 'cats' labelled at 'cat' only.
+  assert tokenizer.tokenize('cats') == ['cat', '##s']
+  np.testing.assert_array_equal(train['label_weights'][0], [0, 1, 0, 1, 0, 0])
+  np.testing.assert_array_equal(train['labels'][0][[1, 3]], [0, 2])
+  # dev: 4 sub-tokens fit (seq 6): the, cat, ##s, sat; 'on' is truncated -> predicted 'O'.
+  assert task.word_positions['dev'] == [[1, 2, 4, -1]]
+  predictions = {'prediction': np.array([[0, 0, 3, 3, 2, 0]])}  # B-NP I-NP B-VP at 1, 2, 4
+  assert task.predicted_tags('dev', predictions) == [['B-NP', 'I-NP', 'B-VP', 'O']]
+  result = task.evaluate('dev', predictions)  # 2 of 3 gold chunks found, both predicted right
+  assert result['precision'] == 100.0 and result['recall'] == pytest.approx(200 / 3)
+
+
+def test_chunking_learns_fixture(tmp_path):
+  """Random init (no pre-trained weights): chunk tags depend on the word and its neighbour."""
+  config = finetune_config(task='chunk', num_train_epochs=2.0, **{'optim.learning_rate': 3e-3})
+  results = loop.run(config, str(tmp_path))
+  f1 = results['median']['dev']['f1']
+  assert f1 >= 90, results['median']
+  written = results['seeds'][0]['predictions']
+  first_line = open(written[0]).readline().split()  # conlleval input: word gold predicted
+  assert first_line[:2] == ['a', 'B-NP'] and len(first_line) == 3
