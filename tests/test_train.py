@@ -134,25 +134,29 @@ def test_resume_after_interruption_is_exact(data_dir, tmp_path, monkeypatch):
 TINY_CONFIG_FILE = '''
 import sys
 sys.path.insert(0, {tests!r})
-from test_train import config_for
+from conftest import tiny_config
 
 def get_config():
-  return config_for({data_dir!r}, num_train_steps=3000, checkpoint_every_steps=25,
-                    eval_every_steps=10**6, log_every_steps=25, async_checkpoints=True,
-                    keep_checkpoints=2)
+  c = tiny_config(vocab_size={vocab_size}, num_train_steps=600, checkpoint_every_steps=25,
+                  eval_every_steps=10**6, log_every_steps=25, async_checkpoints=True,
+                  keep_checkpoints=2)
+  c.data.update({data!r})
+  return c
 '''
 
 
 def test_kill_9_then_same_command_resumes_bit_for_bit(data_dir, tmp_path):
   config_file = tmp_path / 'tiny_config.py'
+  data = config_for(data_dir).data.to_dict()
   config_file.write_text(TINY_CONFIG_FILE.format(tests=os.path.join(ROOT, 'tests'),
-                                                 data_dir=data_dir))
+                                                 vocab_size=len(VOCAB), data=data))
   workdir = tmp_path / 'work'
   cmd = [sys.executable, '-m', 'electra_jax.main', f'--config={config_file}',
          f'--workdir={workdir}']
   env = dict(os.environ, PYTHONPATH=ROOT)
-  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, start_new_session=True)
+  log = open(tmp_path / 'killed_run.log', 'w')
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                          start_new_session=True)
   try:  # kill -9 once a checkpoint past step 50 is complete (orbax renames it into place)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -161,20 +165,20 @@ def test_kill_9_then_same_command_resumes_bit_for_bit(data_dir, tmp_path):
       if done and max(done) >= 50:
         break
       time.sleep(0.05)
-    assert proc.poll() is None, 'the run ended before it could be killed'
+    assert proc.poll() is None, (tmp_path / 'killed_run.log').read_text()[-3000:]
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
   finally:
     if proc.poll() is None:
       os.killpg(proc.pid, signal.SIGKILL)
   killed_at = max(read_metrics(str(workdir)))
-  assert killed_at < 3000
+  assert killed_at < 600
   out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-2000:]
   assert 'resuming at step' in out.stdout
   resumed = read_metrics(str(workdir))
 
-  config = config_for(data_dir, num_train_steps=3000, checkpoint_every_steps=10**6,
+  config = config_for(data_dir, num_train_steps=600, checkpoint_every_steps=10**6,
                       eval_every_steps=10**6, log_every_steps=25)
   train.train_and_evaluate(config, str(tmp_path / 'straight'))
   straight = read_metrics(str(tmp_path / 'straight'))
