@@ -70,4 +70,5 @@ def get_config():
   c.qa.max_query_length = 64
   c.qa.n_best_size = 20
   c.qa.max_answer_length = 30
+  c.qa.na_threshold = 0.5  # SQuAD 2.0: answer '' when the no-answer probability is above this
   return c

@@ -1,0 +1,212 @@
+"""Extractive QA on SQuAD 1.1 / 2.0 JSON: sliding windows, start/end + answerability heads, n-best
+span decoding mapped back to the exact characters of the original context, official EM/F1.
+
+Files: DATA_DIR/{train,dev}-v1.1.json (task squad1) or -v2.0.json (task squad2), or the same under
+DATA_DIR/squad/. Predictions (WORKDIR/seed_S/predictions/): predictions.json ({question id: answer
+text}, the official script's input; '' = no answer) and, for 2.0, na_probs.json (its --na-prob-file).
+
+- Offsets: QA needs each token's character span in the context, which the WordPiece tokenizer (HF
+  `tokenizers`) gives; a SentencePiece vocabulary is refused (UserError).
+- Windows: [CLS] question [SEP] context window [SEP]; the question is cut to qa.max_query_length
+  tokens; windows of the context start every qa.doc_stride tokens (BERT's rule). A token's answer
+  is taken from the window where it has the most context (min(left, right) + 0.01 * length).
+- Training: the answer's first and last tokens in the window; a window that does not hold the whole
+  answer (or an unanswerable question) points at [CLS] and has answerable = 0.
+- Decoding: the qa.n_best_size best starts x ends of each window, end >= start, at most
+  qa.max_answer_length tokens, score start + end logit; the best span over all windows. SQuAD 2.0:
+  the no-answer probability is 1 - max over windows of sigmoid(answerable logit); the answer is ''
+  when it is above qa.na_threshold, and the official best-threshold search is reported as well.
+  (The original uses an XLNet-style end head conditioned on the start with beam 20; this one is the
+  simpler BERT-style independent start/end head.)
+"""
+import json
+import os
+
+import numpy as np
+
+from electra_jax.errors import UserError
+from electra_jax.finetune import features
+from electra_jax.finetune import metrics as metrics_lib
+
+
+def encode_with_offsets(tokenizer, text: str):
+  """-> (ids, [(char_start, char_end)]) of `text`; WordPiece only."""
+  if tokenizer.kind != 'wordpiece':
+    raise UserError('QA needs a WordPiece vocab (character offsets come from the WordPiece '
+                    'tokenizer); this model uses SentencePiece')
+  encoding = tokenizer._encoder.encode(text, add_special_tokens=False)  # pylint: disable=protected-access
+  return encoding.ids, encoding.offsets
+
+
+def read_squad(path: str) -> list[dict]:
+  """-> [{'id', 'question', 'context', 'answers': [{'text', 'answer_start'}]}] in file order."""
+  if not os.path.exists(path):
+    raise UserError(f'SQuAD file {path} does not exist')
+  with open(path, encoding='utf-8') as f:
+    data = json.load(f)
+  if 'data' not in data:
+    raise UserError(f'{path} is not a SQuAD JSON file (no "data")')
+  questions = []
+  for article in data['data']:
+    for paragraph in article['paragraphs']:
+      for qa in paragraph['qas']:
+        answers = [] if qa.get('is_impossible') else qa.get('answers', [])
+        questions.append({'id': qa['id'], 'question': qa['question'],
+                          'context': paragraph['context'], 'answers': answers})
+  return questions
+
+
+def window_starts(num_tokens: int, window: int, stride: int) -> list[int]:
+  """BERT's doc spans: a window every `stride` tokens until one reaches the end."""
+  starts, start = [], 0
+  while True:
+    starts.append(start)
+    if start + window >= num_tokens:
+      return starts
+    start += min(window, stride)
+
+
+def max_context_windows(num_tokens: int, starts: list, window: int) -> np.ndarray:
+  """For each context token, the window giving it the most context (BERT's _check_is_max_context)."""
+  best, best_score = np.zeros(num_tokens, np.int32), np.full(num_tokens, -np.inf)
+  for w, start in enumerate(starts):
+    length = min(window, num_tokens - start)
+    for t in range(start, start + length):
+      score = min(t - start, start + length - 1 - t) + 0.01 * length
+      if score > best_score[t]:
+        best[t], best_score[t] = w, score
+  return best
+
+
+class QATask:
+  head = 'qa'
+  num_outputs = 2
+  epochs = 2.0
+
+  def __init__(self, config, tokenizer):
+    self.config = config
+    self.name = config.task.lower()
+    if self.name not in ('squad1', 'squad2'):
+      raise UserError(f'unknown QA task {config.task!r}: use squad1 or squad2')
+    self.version_2 = self.name == 'squad2'
+    suffix = 'v2.0' if self.version_2 else 'v1.1'
+    self.paths = {}
+    for split in ('train', 'dev'):
+      candidates = [os.path.join(d, f'{split}-{suffix}.json')
+                    for d in (config.data_dir, os.path.join(config.data_dir, 'squad'))]
+      self.paths[split] = next((p for p in candidates if os.path.exists(p)), candidates[0])
+    self.questions = {s: read_squad(p) for s, p in self.paths.items()}
+    self.windows, self.offsets = {}, {}
+    self.train = self._encode('train', tokenizer, training=True)
+    self.eval_sets = {'dev': self._encode('dev', tokenizer, training=False)}
+    self.test_sets = {}
+
+  def _encode(self, split, tokenizer, training):
+    c, qa = self.config, self.config.qa
+    rows, windows, all_offsets, skipped = [], [], [], 0
+    for q_index, question in enumerate(self.questions[split]):
+      query_ids = tokenizer.encode(question['question'])[:qa.max_query_length]
+      context_ids, offsets = encode_with_offsets(tokenizer, question['context'])
+      all_offsets.append(offsets)
+      window = c.max_seq_length - len(query_ids) - 3
+      if window < 1:
+        raise UserError(f'max_seq_length {c.max_seq_length} leaves no room for the context after '
+                        f'a {len(query_ids)}-token question; raise it or lower qa.max_query_length')
+      answer_tokens = None
+      if training and question['answers']:
+        answer = question['answers'][0]
+        char_start = answer['answer_start']
+        char_end = char_start + len(answer['text'])
+        inside = [t for t, (s, e) in enumerate(offsets) if s < char_end and e > char_start]
+        if question['context'][char_start:char_end] != answer['text'] or not inside:
+          skipped += 1  # the answer is not where answer_start says: unusable for training
+          continue
+        answer_tokens = (inside[0], inside[-1])
+      starts = window_starts(len(context_ids), window, qa.doc_stride)
+      best_window = max_context_windows(len(context_ids), starts, window)
+      prefix = [tokenizer.cls_id] + query_ids + [tokenizer.sep_id]
+      for w, start in enumerate(starts):
+        span = range(start, min(start + window, len(context_ids)))
+        ids = prefix + [context_ids[t] for t in span] + [tokenizer.sep_id]
+        row = features.pad(ids, [0] * len(prefix) + [1] * (len(span) + 1), tokenizer.pad_id,
+                           c.max_seq_length)
+        row['context_mask'] = np.zeros(c.max_seq_length, np.int32)
+        row['context_mask'][len(prefix):len(prefix) + len(span)] = 1
+        start_position = end_position = 0
+        if answer_tokens and span.start <= answer_tokens[0] and answer_tokens[1] < span.stop:
+          start_position = answer_tokens[0] - start + len(prefix)
+          end_position = answer_tokens[1] - start + len(prefix)
+        row['start_position'] = np.int32(start_position)
+        row['end_position'] = np.int32(end_position)
+        row['answerable'] = np.int32(start_position > 0)
+        rows.append(row)
+        # For decoding: position in the window -> context token, and whether it is max-context.
+        windows.append({'question': q_index, 'offset': len(prefix), 'start': start,
+                        'length': len(span),
+                        'max_context': best_window[span.start:span.stop] == w})
+    if skipped:
+      print(f'{self.paths[split]}: {skipped} answer(s) not found at answer_start, skipped',
+            flush=True)
+    if not rows:
+      raise UserError(f'{self.paths[split]} gave no usable question')
+    self.windows[split], self.offsets[split] = windows, all_offsets
+    return features.stack(rows)
+
+  def decode(self, split: str, predictions: dict):
+    """-> ({question id: answer text}, {question id: no-answer probability})."""
+    qa = self.config.qa
+    questions = self.questions[split]
+    best = [(-np.inf, '') for _ in questions]
+    answerable = np.zeros(len(questions))
+    for i, window in enumerate(self.windows[split]):
+      q = window['question']
+      answerable[q] = max(answerable[q], 1 / (1 + np.exp(-predictions['answerable_logit'][i])))
+      lo, n = window['offset'], window['length']
+      start_logits = predictions['start_logits'][i][lo:lo + n]
+      end_logits = predictions['end_logits'][i][lo:lo + n]
+      top_starts = np.argsort(-start_logits, kind='stable')[:qa.n_best_size]
+      top_ends = np.argsort(-end_logits, kind='stable')[:qa.n_best_size]
+      for s in top_starts:
+        if not window['max_context'][s]:
+          continue
+        for e in top_ends:
+          if e < s or e - s + 1 > qa.max_answer_length:
+            continue
+          score = float(start_logits[s] + end_logits[e])
+          if score > best[q][0]:
+            offsets = self.offsets[split][q]
+            first, last = window['start'] + s, window['start'] + e
+            text = questions[q]['context'][offsets[first][0]:offsets[last][1]]
+            best[q] = (score, text)
+    answers = {question['id']: text for question, (_, text) in zip(questions, best)}
+    na_probs = {question['id']: float(1 - p) for question, p in zip(questions, answerable)}
+    if self.version_2:
+      answers = {k: ('' if na_probs[k] > qa.na_threshold else v) for k, v in answers.items()}
+    return answers, na_probs
+
+  def evaluate(self, split: str, predictions: dict) -> dict:
+    answers, na_probs = self.decode(split, predictions)
+    with open(self.paths[split], encoding='utf-8') as f:
+      dataset = json.load(f)
+    if self.version_2:
+      result = metrics_lib.squad_v2(dataset, answers, na_probs)
+    else:
+      result = metrics_lib.squad_v1(dataset, answers)
+      result['exact'] = result.pop('exact_match')
+    result['score'] = result['f1']
+    return result
+
+  def write_predictions(self, split, predictions, directory):
+    return self.write_eval_predictions(split, predictions, directory)[0]
+
+  def write_eval_predictions(self, split, predictions, directory) -> list:
+    os.makedirs(directory, exist_ok=True)
+    answers, na_probs = self.decode(split, predictions)
+    written = [os.path.join(directory, 'predictions.json')]
+    with open(written[0], 'w', encoding='utf-8') as f:
+      json.dump(answers, f, indent=2, ensure_ascii=False)
+    if self.version_2:
+      written.append(os.path.join(directory, 'na_probs.json'))
+      with open(written[1], 'w') as f:
+        json.dump(na_probs, f, indent=2)
+    return written
