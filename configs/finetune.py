@@ -14,7 +14,7 @@ then `data.vocab` and `model.*` describe the model). Tasks:
 - chunk / ner: CoNLL files DATA_DIR/{train,dev,test}.txt (see finetune/tagging.py).
 - squad1 / squad2: DATA_DIR/{train,dev}-v1.1.json or -v2.0.json (see finetune/qa.py).
 Defaults follow the original: lr 1e-4, layer-wise decay 0.8, weight decay 0.01, warmup 10%, batch 32,
-seq 128, 3 epochs (RTE and STS-B 10, SQuAD 2). For ELECTRA-Large use
+seq 128, 3 epochs (RTE and STS-B 10); SQuAD: seq 512, 2 epochs. For ELECTRA-Large use
 --config.optim.learning_rate=5e-5 --config.layerwise_lr_decay=0.9. Several seeds:
 --config.num_trials=5 (results.json has each seed and the median).
 
@@ -34,10 +34,10 @@ def get_config():
   c.tfds_data_dir = ''  # TFDS data_dir holding prepared glue/<task> ('' = TFDS default)
   c.batch_size = 32
   c.eval_batch_size = 64
-  c.max_seq_length = 128
+  c.max_seq_length = 0  # 0 = the task's default (128; SQuAD 512)
   c.num_train_epochs = 0.0  # 0 = the task's default (3; RTE and STS-B 10; SQuAD 2)
   c.num_train_steps = 0  # > 0 overrides the epochs
-  c.warmup_proportion = 0.1
+  c.warmup_proportion = 0.1  # warmup steps = this x the run's steps (optim.warmup_steps is unused)
   # lr x decay ** (depth from the top): head 1, top layer decay, ..., embeddings decay ** (L + 1).
   # 'original' reproduces the original code's off-by-one (top layer decay ** 2). 1.0 = none.
   c.layerwise_lr_decay = 0.8
@@ -64,6 +64,9 @@ def get_config():
 
   c.tagging = ml_collections.ConfigDict()
   c.tagging.label_column = -1  # CoNLL column of the tag (chunk: 2, NER: 3; -1 = last)
+  # 'bioes': train on BIOES tags (as the original for chunking), predictions written back as BIO;
+  # 'file': train on the tags exactly as in the files.
+  c.tagging.scheme = 'bioes'
 
   c.qa = ml_collections.ConfigDict()
   c.qa.doc_stride = 128

@@ -26,7 +26,8 @@ def test_read_conll_ner_columns(tmp_path):
 def test_labels_on_first_subtoken_and_truncation(tmp_path):
   (tmp_path / 'train.txt').write_text('cats NN B-NP\nsat VBD B-VP\n\n')
   (tmp_path / 'dev.txt').write_text('the DT B-NP\ncats NN I-NP\nsat VBD B-VP\non IN B-PP\n\n')
-  config = finetune_config(task='chunk', data_dir=str(tmp_path), max_seq_length=6)
+  config = finetune_config(task='chunk', data_dir=str(tmp_path), max_seq_length=6,
+                           **{'tagging.scheme': 'file'})
   tokenizer = tokenization.load_tokenizer(VOCAB)
   task = tagging.TaggingTask(config, tokenizer)
   assert task.labels == ['B-NP', 'B-PP', 'B-VP', 'I-NP']
@@ -41,6 +42,23 @@ def test_labels_on_first_subtoken_and_truncation(tmp_path):
   assert task.predicted_tags('dev', predictions) == [['B-NP', 'I-NP', 'B-VP', 'O']]
   result = task.evaluate('dev', predictions)  # 2 of 3 gold chunks found, both predicted right
   assert result['precision'] == 100.0 and result['recall'] == pytest.approx(200 / 3)
+
+
+def test_bioes_scheme(tmp_path):
+  assert tagging.to_bioes(['B-NP', 'I-NP', 'I-NP', 'B-VP', 'O', 'I-PP']) == [
+      'B-NP', 'I-NP', 'E-NP', 'S-VP', 'O', 'S-PP']
+  assert tagging.to_bio(['B-NP', 'E-NP', 'S-VP', 'O', 'S-PP']) == [
+      'B-NP', 'I-NP', 'B-VP', 'O', 'B-PP']
+  (tmp_path / 'train.txt').write_text('the DT B-NP\ncat NN I-NP\nsat VBD B-VP\n\n')
+  (tmp_path / 'dev.txt').write_text('the DT B-NP\ncat NN I-NP\nsat VBD B-VP\n\n')
+  config = finetune_config(task='chunk', data_dir=str(tmp_path))  # scheme 'bioes' by default
+  task = tagging.TaggingTask(config, tokenization.load_tokenizer(VOCAB))
+  assert task.labels == ['B-NP', 'E-NP', 'S-VP']
+  np.testing.assert_array_equal(task.train['labels'][0][1:4], [0, 1, 2])
+  # Predictions come back in the files' scheme (BIO) and score against the original tags.
+  predictions = {'prediction': np.array([[0, 0, 1, 2] + [0] * 12])}
+  assert task.predicted_tags('dev', predictions) == [['B-NP', 'I-NP', 'B-VP']]
+  assert task.evaluate('dev', predictions)['f1'] == 100.0
 
 
 def test_chunking_learns_fixture(tmp_path):

@@ -37,6 +37,9 @@ def load_init_checkpoint(config):
   """-> (model config, {embeddings, discriminator} params or None, vocab path, do_lower_case)."""
   path = config.init_checkpoint
   if not path:
+    if not config.data.vocab:
+      raise UserError('set --config.init_checkpoint=PRETRAINING_WORKDIR (or, to fine-tune a '
+                      'randomly initialized model, --config.data.vocab=VOCAB_FILE)')
     print('fine-tuning from a RANDOM initialization (no --config.init_checkpoint)', flush=True)
     return (ml_collections.ConfigDict(config.model.to_dict()), None, config.data.vocab,
             config.data.do_lower_case)
@@ -249,6 +252,9 @@ def run(config, workdir: str) -> dict:
     os.makedirs(workdir, exist_ok=True)
   except OSError as e:
     raise UserError(f'cannot write to workdir {workdir}: {e.strerror}') from None
+  config = ml_collections.ConfigDict(config.to_dict())  # a copy: task defaults get filled in
+  if not config.max_seq_length:
+    config.max_seq_length = 512 if config.task.lower().startswith('squad') else 128
   model_config, body, vocab_path, do_lower_case = load_init_checkpoint(config)
   tokenizer = tokenization.load_tokenizer(vocab_path, do_lower_case)
   if tokenizer.vocab_size != model_config.vocab_size:

@@ -5,6 +5,10 @@ by whitespace, the word first and the tag in `tagging.label_column` (default the
 line ends a sentence; '-DOCSTART-' lines are skipped. CoNLL-2000 ships only train and test: give
 the held-out file as dev.txt. Tags may be BIO, IOB1 or BIOES (metrics.conlleval reads them all).
 
+With tagging.scheme='bioes' (default, as the original for chunking) the model is trained on BIOES
+tags made from the chunks of the file's tags; its predictions are turned back into the file's scheme
+(BIO, or BIOES when the file has S-/E- tags) for the metrics and the written files.
+
 Each word is tokenized on its own; its tag is predicted at its first sub-token (the others are not
 trained on). Words past max_seq_length - 2 sub-tokens are predicted 'O' (the whole gold sentence
 still counts, so truncation costs recall).
@@ -40,6 +44,26 @@ def read_conll(path: str, label_column: int = -1) -> list[tuple[list, list]]:
   return sentences
 
 
+def _retag(tags, bioes: bool) -> list[str]:
+  """The same chunks (as conlleval reads them) written as BIOES or as BIO."""
+  out = ['O'] * len(tags)
+  for start, end, kind in metrics_lib.chunks(tags):
+    for i in range(start, end + 1):
+      out[i] = f'I-{kind}'
+    out[start] = f'B-{kind}'
+    if bioes:
+      out[end] = f'E-{kind}' if end > start else f'S-{kind}'
+  return out
+
+
+def to_bioes(tags):
+  return _retag(tags, bioes=True)
+
+
+def to_bio(tags):
+  return _retag(tags, bioes=False)
+
+
 def _data_file(config, split):
   for directory in (os.path.join(config.data_dir, config.task), config.data_dir):
     path = os.path.join(directory, f'{split}.txt')
@@ -65,18 +89,27 @@ class TaggingTask:
                         f'{config.data_dir}/{self.name}); CoNLL-2000 has no dev set: use its test '
                         'file or a held-out part of train as dev.txt')
     self.sentences = splits
-    self.labels = sorted({t for sentences in splits.values() for _, tags in sentences for t in tags})
+    if config.tagging.scheme not in ('bioes', 'file'):
+      raise UserError("tagging.scheme must be 'bioes' or 'file'")
+    self.bioes = config.tagging.scheme == 'bioes'
+    self.file_is_bioes = any(t[:2] in ('S-', 'E-') for _, tags in splits['train'] for t in tags)
+    self.labels = sorted({t for sentences in splits.values() for _, tags in sentences
+                          for t in self._train_tags(tags)})
     self.num_outputs = len(self.labels)
     self.word_positions = {}
     self.train = self._encode('train', tokenizer)
     self.eval_sets = {'dev': self._encode('dev', tokenizer)}
     self.test_sets = {'test': self._encode('test', tokenizer)} if 'test' in splits else {}
 
+  def _train_tags(self, tags):
+    return to_bioes(tags) if self.bioes else tags
+
   def _encode(self, split, tokenizer):
     max_tokens = self.config.max_seq_length - 2
     index = {t: i for i, t in enumerate(self.labels)}
     rows, positions = [], []
     for words, tags in self.sentences[split]:
+      tags = self._train_tags(tags)
       pieces = tokenizer.encode_batch(words)
       ids, labels, weights, first = [tokenizer.cls_id], [0], [0.0], []
       for word_pieces, tag in zip(pieces, tags):
@@ -105,10 +138,14 @@ class TaggingTask:
     return features.stack(rows)
 
   def predicted_tags(self, split, predictions) -> list[list[str]]:
-    tags = []
+    """Each sentence's predicted tags, in the scheme of the data files."""
+    sentences = []
     for row, first in zip(predictions['prediction'], self.word_positions[split]):
-      tags.append([self.labels[int(row[p])] if p >= 0 else 'O' for p in first])
-    return tags
+      tags = [self.labels[int(row[p])] if p >= 0 else 'O' for p in first]
+      if self.bioes:
+        tags = to_bioes(tags) if self.file_is_bioes else to_bio(tags)
+      sentences.append(tags)
+    return sentences
 
   def evaluate(self, split: str, predictions: dict) -> dict:
     predicted = self.predicted_tags(split, predictions)
