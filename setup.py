@@ -24,6 +24,8 @@ setuptools.setup(
         "numpy>=1.26",
     ],
     extras_require={
-        "test": ["pytest>=8", "scikit-learn>=1.4"],
+        # torch + transformers: only tests/test_convert.py (logit parity with HF); conversion
+        # itself needs neither.
+        "test": ["pytest>=8", "scikit-learn>=1.4", "torch>=2.4,<2.14", "transformers>=4.40"],
     },
 )

@@ -14,6 +14,9 @@ def get_default_config() -> ml_collections.ConfigDict:
   c.num_train_steps = 1_000_000
   # Device mesh (data, fsdp, tensor); -1 = all remaining devices. The batch is split over data x fsdp.
   c.mesh_shape = (-1, 1, 1)
+  # Start a new run from imported weights (convert.py): an electra_jax pretrained/ dir or workdir, a
+  # HF ELECTRA dir, or a TF1 checkpoint prefix. Used only when the workdir has no checkpoint yet.
+  c.init_checkpoint = ''
 
   # ---- Data: raw text -> vocab -> TFRecord shards (build_data.py) -> batches (input_pipeline.py).
   c.data = ml_collections.ConfigDict()

@@ -188,6 +188,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
   state = checkpoint.restore_latest(manager, abstract_state)
   if state is None:
     state = init_fn(init_rng)
+    if config.init_checkpoint:  # a new run from imported weights; the optimizer starts afresh
+      from electra_jax import convert  # pylint: disable=g-import-not-at-top
+      params = jax.device_put(convert.initial_params(config, state.params, meta['vocab_path']),
+                              repl)
+      state = state.replace(params=params, opt_state=jax.jit(tx.init, out_shardings=repl)(params))
   start_step = int(state.step)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
 
