@@ -74,4 +74,8 @@ def get_config():
   c.qa.n_best_size = 20
   c.qa.max_answer_length = 30
   c.qa.na_threshold = 0.5  # SQuAD 2.0: answer '' when the no-answer probability is above this
+  c.qa.joint_prediction = True  # the original's XLNet-style end head given the start (beam)
+  c.qa.beam_size = 20  # joint head: best starts kept, and best ends per start
+  c.qa.answerable_weight = 0.5  # weight of the answerability loss
+  c.qa.answerable_uses_start_logits = True  # answerability also sees the start distribution
   return c

@@ -148,7 +148,7 @@ def test_pretrained_weights_drop_in(pretrained_dir):
 def test_finetune_learns_fixture_task_two_seeds(pretrained_dir, tmp_path):
   """SST-2-format fixture: label = sentence has 'good' (vs 'bad'); majority class ~50%."""
   config = finetune_config(task='sst', init_checkpoint=pretrained_dir, num_trials=2,
-                           num_train_epochs=3.0, **{'optim.learning_rate': 2e-3})
+                           num_train_epochs=5.0, **{'optim.learning_rate': 2e-3})
   workdir = str(tmp_path / 'ft')
   results = main_lib.run('train', config, workdir)  # the `task` key dispatches to fine-tuning
   dev_labels = [int(r[1]) for r in list(csv.reader(
@@ -191,3 +191,70 @@ def test_bad_input_is_one_line(tmp_path):
   config = finetune_config(task='nonesuch')
   with pytest.raises(UserError, match='unknown task'):
     loop.run(config, str(tmp_path))
+
+
+def _glue_files(root, folder, files):
+  os.makedirs(os.path.join(root, folder), exist_ok=True)
+  for name, text in files.items():
+    with open(os.path.join(root, folder, name), 'w') as f:
+      f.write(text)
+
+
+def test_glue_submission_files_swap_and_diagnostic(tmp_path):
+  tokenizer = tokenization.load_tokenizer(VOCAB)
+  sts = 'index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n'
+  row = '{}\tmain\tf\t2012\t0\ts\ts\tthe cat\ta dog\t{}\n'
+  _glue_files(tmp_path, 'STS-B', {
+      'train.tsv': sts + row.format(0, '4.2') + row.format(1, '1.0'),
+      'dev.tsv': sts + row.format(0, '3.0'),
+      'test.tsv': 'index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\n'
+                  '7\tmain\tf\t2012\t0\ts\ts\tthe cat\ta dog\n'})
+  task = classification.ClassificationTask(finetune_config(task='sts-b', data_dir=str(tmp_path)),
+                                           tokenizer)
+  assert task.head == 'regression' and task.epochs == 10.0
+  assert len(task.train['input_ids']) == 4  # (A, B) and (B, A)
+  np.testing.assert_allclose(task.train['label'], [4.2, 1.0, 4.2, 1.0], rtol=1e-6)
+  path = task.write_predictions('test', {'prediction': np.array([3.14159])}, str(tmp_path / 'out'))
+  assert os.path.basename(path) == 'STS-B.tsv'
+  assert open(path).read() == 'index\tprediction\n7\t3.142\n'
+
+  # MNLI: test_matched present, test_mismatched absent (skipped), diagnostic -> AX.tsv.
+  mnli_dir = os.path.join(FIXTURES, 'MNLI')
+  for name in ('train', 'dev_matched', 'dev_mismatched'):
+    _glue_files(tmp_path, 'MNLI', {f'{name}.tsv': open(os.path.join(mnli_dir, f'{name}.tsv')).read()})
+  _glue_files(tmp_path, 'MNLI', {'test_matched.tsv': 'index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\t'
+              'sentence2_binary_parse\tsentence1_parse\tsentence2_parse\tsentence1\tsentence2\n'
+              '0\t1\t1\tf\t(a)\t(b)\t(a)\t(b)\tthe cat\ta cat\n'})
+  _glue_files(tmp_path, 'diagnostic', {'diagnostic.tsv': 'index\tsentence1\tsentence2\n0\ta\tb\n'})
+  task = classification.ClassificationTask(finetune_config(task='mnli', data_dir=str(tmp_path)),
+                                           tokenizer)
+  assert task.test_splits == ('test_matched', 'diagnostic')
+  assert len(task.train['input_ids']) == 3  # no swap for MNLI
+  out = str(tmp_path / 'out')
+  path = task.write_predictions('test_matched', {'prediction': np.array([1])}, out)
+  assert os.path.basename(path) == 'MNLI-m.tsv'
+  assert open(path).read() == 'index\tprediction\n0\tentailment\n'
+  path = task.write_predictions('diagnostic', {'prediction': np.array([2])}, out)
+  assert os.path.basename(path) == 'AX.tsv' and open(path).read().endswith('0\tneutral\n')
+
+
+def test_tfds_glue_maps_labels_by_name(monkeypatch):
+  """A stand-in for a prepared TFDS glue/mnli (no download): TFDS orders MNLI's labels
+  entailment, neutral, contradiction; ours are sorted, so labels go by name."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  rows = [{'premise': b'the cat sat', 'hypothesis': b'a cat ran', 'label': 2, 'idx': 5}]
+
+  class FakeBuilder:
+    data_dir = '/nowhere'
+    info = type('Info', (), {'features': {'label': type('L', (), {
+        'names': ['entailment', 'neutral', 'contradiction']})()}})()
+
+    def as_dataset(self, split):
+      assert split == 'validation_matched'
+      return rows
+
+  monkeypatch.setattr(tfds, 'builder', lambda name, data_dir=None: FakeBuilder())
+  monkeypatch.setattr(tfds, 'as_numpy', lambda dataset: dataset)
+  examples = classification.read_glue_tfds(classification.GLUE['mnli'], 'dev_matched', None)
+  assert examples == [{'id': '5', 'text_a': 'the cat sat', 'text_b': 'a cat ran',
+                       'label': 'contradiction'}]

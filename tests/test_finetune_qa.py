@@ -88,7 +88,7 @@ def test_decoding_across_windows_uses_max_context(squad_dir):
   answers, na_probs = task.decode('dev', predictions)
   assert answers['q1'] == 'Capital of FRANCE'  # the original characters, across windows
   assert na_probs['q1'] == pytest.approx(1 - 1 / (1 + np.exp(-3.0)))
-  assert answers['q2'] == '' and na_probs['q2'] > 0.5  # no-answer
+  assert na_probs['q2'] > 0.5 and task.final_answers(answers, na_probs)['q2'] == ''
   result = task.evaluate('dev', predictions)
   assert result['exact'] == 50.0 and result['NoAns_exact'] == 100.0
   written = task.write_eval_predictions('dev', predictions, str(squad_dir / 'out'))
@@ -96,15 +96,64 @@ def test_decoding_across_windows_uses_max_context(squad_dir):
   assert set(json.load(open(written[1]))) == {'q1', 'q2'}
 
 
+def test_joint_beam_decoding(squad_dir):
+  """The joint head's beam: (start, end) pairs scored by log-probability sums."""
+  config = finetune_config(task='squad1', data_dir=str(squad_dir), max_seq_length=32)
+  write_squad(squad_dir / 'train-v1.1.json', [paris()])
+  write_squad(squad_dir / 'dev-v1.1.json', [paris()])
+  task = qa.QATask(config, tokenization.load_tokenizer(VOCAB))
+  assert len(task.windows['dev']) == 1  # the context fits one window
+  w = task.windows['dev'][0]
+  o = w['offset']
+  beam = {'start_top_index': np.array([[0, o + 12, o + 8]]),  # [CLS] is never an answer
+          'start_top_log_probs': np.array([[-0.1, -1.0, -2.0]]),
+          'end_top_index': np.array([[[0, 0, 0], [o + 12, o + 10, o + 13], [o + 10, o + 9, 0]]]),
+          'end_top_log_probs': np.array([[[-0.1, -0.2, -0.3], [-1.5, -0.1, -2.0],
+                                          [-0.1, -0.2, -0.3]]]),
+          'answerable_logit': np.zeros(1)}
+  answers, _ = task.decode('dev', beam)
+  # start 12 ends before it at 10 (invalid); start 12 + end 12 = -2.5 < start 8 + end 10 = -2.1.
+  assert answers['q1'] == 'Capital of FRANCE'
+  assert task.final_answers(answers, {'q1': 0.9}) == answers  # v1.1: never ''
+  assert task.evaluate('dev', beam) == {'exact': 0.0, 'f1': 0.0, 'score': 0.0}  # gold: Paris
+  beam['end_top_log_probs'][0, 1, 0] = -0.5  # now start 12 + end 12 ('Paris') = -1.5 wins
+  assert task.decode('dev', beam)[0] == {'q1': 'Paris'}
+  assert task.evaluate('dev', beam)['exact'] == 100.0
+
+
+def test_joint_head_beam_matches_gold_start_logits():
+  """Inference end logits for a beam start equal training end logits given that start."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from conftest import tiny_config  # pylint: disable=g-import-not-at-top
+  from electra_jax.finetune import model as ft_model  # pylint: disable=g-import-not-at-top
+  model = ft_model.FinetuneModel(tiny_config().model, 'qa', qa_beam=3)
+  ids = jnp.array([[2, 10, 3, 11, 12, 13, 14, 3]])
+  mask, segments = jnp.ones_like(ids), jnp.array([[0, 0, 0, 1, 1, 1, 1, 1]])
+  params = model.init(jax.random.key(0), ids, mask, segments)['params']
+  beam = model.apply({'params': params}, ids, mask, segments)
+  assert beam['start_top_index'].shape == (1, 3) and beam['end_top_index'].shape == (1, 3, 3)
+  for k in range(3):
+    start = beam['start_top_index'][:, k]
+    given = model.apply({'params': params}, ids, mask, segments, start_positions=start)
+    log_probs = jax.nn.log_softmax(given['end_logits'])[0]
+    np.testing.assert_allclose(beam['end_top_log_probs'][0, k],
+                               log_probs[beam['end_top_index'][0, k]], rtol=1e-5, atol=1e-5)
+  # Question tokens (segment 0) other than [CLS] are never starts.
+  assert not set(np.asarray(beam['start_top_index'][0]).tolist()) & {1, 2}
+
+
 def test_sentencepiece_is_refused():
   with pytest.raises(UserError, match='WordPiece'):
     qa.encode_with_offsets(types.SimpleNamespace(kind='sentencepiece'), 'text')
 
 
-def test_squad_run_end_to_end(squad_dir, tmp_path):
+@pytest.mark.parametrize('joint', [True, False])
+def test_squad_run_end_to_end(squad_dir, tmp_path, joint):
   """Random init, a few steps: the loop runs and writes the official-format outputs."""
   config = finetune_config(task='squad2', data_dir=str(squad_dir), max_seq_length=24,
-                           batch_size=4, eval_batch_size=4, num_train_steps=4)
+                           batch_size=4, eval_batch_size=4, num_train_steps=4,
+                           **{'qa.joint_prediction': joint})
   results = loop.run(config, str(tmp_path / 'ft'))
   dev = results['median']['dev']
   assert {'exact', 'f1', 'best_f1', 'HasAns_exact', 'NoAns_exact'} <= set(dev)

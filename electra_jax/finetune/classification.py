@@ -68,7 +68,8 @@ SUBMISSION_FILES = {('cola', 'test'): 'CoLA.tsv', ('sst', 'test'): 'SST-2.tsv',
                     ('mrpc', 'test'): 'MRPC.tsv', ('sts', 'test'): 'STS-B.tsv',
                     ('qqp', 'test'): 'QQP.tsv', ('mnli', 'test_matched'): 'MNLI-m.tsv',
                     ('mnli', 'test_mismatched'): 'MNLI-mm.tsv', ('qnli', 'test'): 'QNLI.tsv',
-                    ('rte', 'test'): 'RTE.tsv', ('wnli', 'test'): 'WNLI.tsv'}
+                    ('rte', 'test'): 'RTE.tsv', ('wnli', 'test'): 'WNLI.tsv',
+                    ('mnli', 'diagnostic'): 'AX.tsv'}
 SWAP_AUGMENTED = ('mrpc', 'sts')  # the original also trains these on (B, A)
 
 
@@ -91,14 +92,20 @@ def _glue_dir(data_dir, task: GlueTask):
   return data_dir
 
 
+def glue_tsv_path(task: GlueTask, data_dir: str, split: str) -> str:
+  if split == 'diagnostic':  # GLUE's AX set, predicted by the MNLI model
+    return os.path.join(data_dir, 'diagnostic', 'diagnostic.tsv')
+  return os.path.join(_glue_dir(data_dir, task), f'{split}.tsv')
+
+
 def read_glue_tsv(task: GlueTask, data_dir: str, split: str) -> list[dict]:
   """Examples {'id', 'text_a', 'text_b', 'label'} of one split file; test labels are None."""
-  path = os.path.join(_glue_dir(data_dir, task), f'{split}.tsv')
+  path = glue_tsv_path(task, data_dir, split)
   if not os.path.exists(path):
     raise UserError(f'{task.name} needs {path} (GLUE TSV layout: DATA_DIR/{task.folder}/'
                     f'{split}.tsv); set --config.data_dir')
   rows = _read_tsv(path)
-  is_test = split.startswith('test')
+  is_test = split.startswith('test') or split == 'diagnostic'
   if task.name == 'cola' and not is_test:  # no header: source, label, original label, sentence
     header, body = {'label': 1, 'sentence': 3}, rows
   else:
@@ -199,13 +206,22 @@ class ClassificationTask:
       splits['train'] = read('train')
       for s in glue.dev_splits:
         splits[s] = read(s)
-      for s in glue.test_splits if config.predict_test else ():
-        splits[s] = read(s)
+      test_splits = glue.test_splits + (('diagnostic',) if glue.name == 'mnli' else ())
+      for s in test_splits if config.predict_test else ():
+        tsv = glue_tsv_path(glue, config.data_dir, s)
+        if s == 'diagnostic' and os.path.exists(tsv):
+          splits[s] = read_glue_tsv(glue, config.data_dir, s)
+        elif s != 'diagnostic' and (use_tfds or os.path.exists(tsv)):
+          splits[s] = read(s)
+        elif s != 'diagnostic':
+          print(f'{glue_tsv_path(glue, config.data_dir, s)} does not exist: no {s} predictions',
+                flush=True)
       regression = glue.labels is None
       labels = glue.labels
       self.metric_names = glue.metrics
       self.epochs = glue.epochs
-      self.dev_splits, self.test_splits = glue.dev_splits, glue.test_splits
+      self.dev_splits = glue.dev_splits
+      self.test_splits = tuple(s for s in test_splits if s in splits)
     else:
       self.name, self.glue = config.custom.name or name, None
       c = config.custom

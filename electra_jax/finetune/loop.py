@@ -96,13 +96,16 @@ def load_body(params, body):
 
 # ---- The pure steps.
 
-def train_step(state, batch, rng, *, model, tx, learning_rate_fn):
+def train_step(state, batch, rng, *, model, tx, learning_rate_fn, answerable_weight):
   dropout_rng = jax.random.fold_in(rng, state.step)
+  # QA's joint end head is conditioned on the gold start while training.
+  extra = {'start_positions': batch['start_position']} if model.head == 'qa' else {}
 
   def loss_fn(params):
     outputs = model.apply({'params': params}, batch['input_ids'], batch['input_mask'],
-                          batch['segment_ids'], deterministic=False, rngs={'dropout': dropout_rng})
-    return ft_model.loss_fn(model.head, outputs, batch)
+                          batch['segment_ids'], deterministic=False, rngs={'dropout': dropout_rng},
+                          **extra)
+    return ft_model.loss_fn(model.head, outputs, batch, answerable_weight)
 
   loss, grads = jax.value_and_grad(loss_fn)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -155,7 +158,7 @@ def train_batch(arrays: dict, step: int, batch_size: int, seed: int) -> dict:
 
 def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str, mesh) -> dict:
   os.makedirs(workdir, exist_ok=True)
-  model = ft_model.FinetuneModel(model_config, task.head, task.num_outputs)
+  model = ft_model.make_model(model_config, task.head, task.num_outputs, config)
   num_examples = len(task.train['input_ids'])
   batch_size = config.batch_size
   if num_examples < batch_size:
@@ -186,7 +189,8 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
                                jax.jit(tx.init, out_shardings=repl)(params))
   batch_shard = sharding.batch_sharding(mesh)
   p_train_step = jax.jit(
-      functools.partial(train_step, model=model, tx=tx, learning_rate_fn=learning_rate_fn),
+      functools.partial(train_step, model=model, tx=tx, learning_rate_fn=learning_rate_fn,
+                        answerable_weight=config.qa.answerable_weight),
       in_shardings=(repl, batch_shard, repl), out_shardings=(repl, repl), donate_argnums=(0,))
   p_predict = jax.jit(functools.partial(predict_step, model=model),
                       in_shardings=(repl, batch_shard), out_shardings=repl)
@@ -253,6 +257,8 @@ def run(config, workdir: str) -> dict:
   except OSError as e:
     raise UserError(f'cannot write to workdir {workdir}: {e.strerror}') from None
   config = ml_collections.ConfigDict(config.to_dict())  # a copy: task defaults get filled in
+  if config.task.lower() != 'custom' and not config.data_dir:
+    raise UserError(f'set --config.data_dir to the folder holding the {config.task} data')
   if not config.max_seq_length:
     config.max_seq_length = 512 if config.task.lower().startswith('squad') else 128
   model_config, body, vocab_path, do_lower_case = load_init_checkpoint(config)

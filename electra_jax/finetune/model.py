@@ -4,8 +4,15 @@ Parameter tree: `embeddings`, `discriminator` (the names of model.ElectraPretrai
 weights drop in by key; the pre-training heads are not used) and one head:
   classifier/   [CLS] -> dropout -> dense(num_labels); num_labels=1 for regression (no pooler)
   tagger/       every token -> dropout -> dense(num_labels)
-  qa_outputs/   every token -> dense(2): start and end logits; answer_class/: [CLS] -> dropout ->
-                dense(1), the answerability logit (SQuAD 2.0)
+  qa_start/     every token -> dense(1): start logits (positions outside the context and [CLS]
+                masked, as the original's answer_mask)
+  qa_end/       (qa_joint=False) every token -> dense(1): end logits, independent of the start
+  qa_hidden/, qa_logits/ (qa_joint=True, the original's "joint_prediction", XLNet-style): end logit
+                of token t given start s = dense(1)(GELU(dense(512)([h_s; h_t]))); training
+                conditions on the gold start, inference keeps a beam of the `qa_beam` best starts
+                and, for each, the `qa_beam` best ends (log-probabilities)
+  answer_class/ answerability logit from [CLS] (with qa_answerable_uses_start: [h_CLS; the
+                start-probability-weighted hidden state] -> dense(512) -> GELU first, the original)
 """
 import flax.linen as nn
 import jax
@@ -19,13 +26,37 @@ HEADS = ('classification', 'regression', 'tagging', 'qa')
 BODY_KEYS = ('embeddings', 'discriminator')
 
 
+class JointEndLogits(nn.Module):
+  """dense(1)(GELU(dense(512)([start_features; end_features]))) with broadcasting: the 512-wide
+  layer is applied to each half separately, so [B, K, 1, H] x [B, 1, T, H] never materializes
+  the concatenation."""
+  initializer_range: float
+  width: int = 512
+
+  @nn.compact
+  def __call__(self, start_features, end_features):
+    hidden = end_features.shape[-1]
+    init = nn.initializers.normal(self.initializer_range)
+    kernel = self.param('kernel', init, (2 * hidden, self.width))
+    bias = self.param('bias', nn.initializers.zeros, (self.width,))
+    h = start_features @ kernel[:hidden] + end_features @ kernel[hidden:] + bias
+    h = nn.gelu(h, approximate=False)
+    return nn.Dense(1, kernel_init=init, name='qa_logits')(h)[..., 0]
+
+
 class FinetuneModel(nn.Module):
   model_config: ml_collections.ConfigDict
   head: str
   num_outputs: int = 1
+  qa_joint: bool = True
+  qa_beam: int = 20
+  qa_answerable_uses_start: bool = True
 
   @nn.compact
-  def __call__(self, input_ids, input_mask, segment_ids, deterministic: bool = True):
+  def __call__(self, input_ids, input_mask, segment_ids, deterministic: bool = True,
+               start_positions=None):
+    """Head outputs (float32). QA: `start_positions` (gold, training) conditions the joint end
+    head; without them the joint head returns its beam instead of end logits."""
     c = self.model_config
     embedded = model_lib.Embeddings(c, name='embeddings')(input_ids, segment_ids, deterministic)
     hidden = model_lib.Transformer(c, model_lib.discriminator_size(c), name='discriminator')(
@@ -40,11 +71,47 @@ class FinetuneModel(nn.Module):
     if self.head == 'tagging':
       return {'logits': dense(self.num_outputs, 'tagger')(drop(hidden))}
     if self.head == 'qa':
-      start_end = dense(2, 'qa_outputs')(hidden)
-      answerable = dense(1, 'answer_class')(drop(hidden[:, 0]))[:, 0]
-      return {'start_logits': start_end[..., 0], 'end_logits': start_end[..., 1],
-              'answerable_logit': answerable}
+      return self._qa(hidden, input_mask, segment_ids, start_positions, dense)
     raise ValueError(f'head must be one of {HEADS}, got {self.head!r}')
+
+
+  def _qa(self, hidden, input_mask, segment_ids, start_positions, dense):
+    # The original's answer_mask: context tokens (segment 1) and [CLS] (the no-answer position).
+    answer_mask = (input_mask * segment_ids).astype(jnp.float32).at[:, 0].set(1.0)
+    masked = 1000.0 * (answer_mask - 1.0)
+    start_logits = dense(1, 'qa_start')(hidden)[..., 0] + masked
+    outputs = {'start_logits': start_logits}
+    if not self.qa_joint:
+      outputs['end_logits'] = dense(1, 'qa_end')(hidden)[..., 0] + masked
+    else:
+      joint = JointEndLogits(self.model_config.initializer_range, name='qa_hidden')
+      if start_positions is not None:  # training: the gold start
+        start_features = jnp.take_along_axis(hidden, start_positions[:, None, None], axis=1)
+        outputs['end_logits'] = joint(start_features, hidden) + masked
+      else:  # inference: beam over starts, then over ends for each start
+        beam = min(self.qa_beam, hidden.shape[1])
+        start_log_probs, start_index = jax.lax.top_k(jax.nn.log_softmax(start_logits), beam)
+        start_features = jnp.take_along_axis(hidden, start_index[..., None], axis=1)  # [B,K,H]
+        end_logits = joint(start_features[:, :, None, :], hidden[:, None]) + masked[:, None]
+        end_log_probs, end_index = jax.lax.top_k(jax.nn.log_softmax(end_logits), beam)
+        outputs.update(start_top_log_probs=start_log_probs, start_top_index=start_index,
+                       end_top_log_probs=end_log_probs, end_top_index=end_index)
+    summary = hidden[:, 0]
+    if self.qa_answerable_uses_start:
+      start_probs = jax.nn.softmax(start_logits)
+      summary = jnp.concatenate([summary, jnp.einsum('bt,bth->bh', start_probs, hidden)], -1)
+      summary = nn.gelu(dense(512, 'answer_hidden')(summary), approximate=False)
+    outputs['answerable_logit'] = dense(1, 'answer_class')(summary)[:, 0]
+    return outputs
+
+
+def make_model(model_config, head: str, num_outputs: int, config=None) -> FinetuneModel:
+  """The model for a task; QA options come from config.qa."""
+  if head != 'qa' or config is None:
+    return FinetuneModel(model_config, head, num_outputs)
+  return FinetuneModel(model_config, head, num_outputs, qa_joint=config.qa.joint_prediction,
+                       qa_beam=config.qa.beam_size,
+                       qa_answerable_uses_start=config.qa.answerable_uses_start_logits)
 
 
 def init_params(model: FinetuneModel, rng, seq_len: int = 8):
@@ -56,7 +123,7 @@ def _masked_mean(values, weights):
   return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1e-6)
 
 
-def loss_fn(head: str, outputs, batch):
+def loss_fn(head: str, outputs, batch, answerable_weight: float = 0.5):
   """Mean loss over the batch's real examples (`weight` 0 marks padding)."""
   weight = batch['weight']
   if head == 'classification':
@@ -68,18 +135,15 @@ def loss_fn(head: str, outputs, batch):
     losses = optax.softmax_cross_entropy_with_integer_labels(outputs['logits'], batch['labels'])
     return _masked_mean(losses, batch['label_weights'] * weight[:, None])
   if head == 'qa':
-    # Positions outside the context can't be an answer; a window without the answer (or a SQuAD 2.0
+    # The logits are already masked to the context and [CLS]; a window without the answer (or an
     # unanswerable question) points start and end at [CLS] (position 0), as in BERT/ELECTRA.
-    big_negative = -1e4
-    start = jnp.where(batch['context_mask'] > 0, outputs['start_logits'], big_negative)
-    end = jnp.where(batch['context_mask'] > 0, outputs['end_logits'], big_negative)
-    start = start.at[:, 0].set(outputs['start_logits'][:, 0])
-    end = end.at[:, 0].set(outputs['end_logits'][:, 0])
-    span = (optax.softmax_cross_entropy_with_integer_labels(start, batch['start_position'])
-            + optax.softmax_cross_entropy_with_integer_labels(end, batch['end_position'])) / 2
+    span = (optax.softmax_cross_entropy_with_integer_labels(outputs['start_logits'],
+                                                            batch['start_position'])
+            + optax.softmax_cross_entropy_with_integer_labels(outputs['end_logits'],
+                                                              batch['end_position'])) / 2
     answerable = optax.sigmoid_binary_cross_entropy(outputs['answerable_logit'],
                                                     batch['answerable'].astype(jnp.float32))
-    return _masked_mean(span + answerable, weight)
+    return _masked_mean(span + answerable_weight * answerable, weight)
   raise ValueError(head)
 
 

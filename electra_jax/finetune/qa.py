@@ -12,12 +12,15 @@ text}, the official script's input; '' = no answer) and, for 2.0, na_probs.json 
   is taken from the window where it has the most context (min(left, right) + 0.01 * length).
 - Training: the answer's first and last tokens in the window; a window that does not hold the whole
   answer (or an unanswerable question) points at [CLS] and has answerable = 0.
-- Decoding: the qa.n_best_size best starts x ends of each window, end >= start, at most
-  qa.max_answer_length tokens, score start + end logit; the best span over all windows. SQuAD 2.0:
-  the no-answer probability is 1 - max over windows of sigmoid(answerable logit); the answer is ''
-  when it is above qa.na_threshold, and the official best-threshold search is reported as well.
-  (The original uses an XLNet-style end head conditioned on the start with beam 20; this one is the
-  simpler BERT-style independent start/end head.)
+- Heads (finetune/model.py): the original's joint head (qa.joint_prediction: end conditioned on
+  the start, a beam of qa.beam_size starts and ends per start, scored by log-probabilities) or
+  independent start/end logits (the qa.n_best_size best of each, scored by logit sums).
+- Decoding: valid spans (inside one window's context, end >= start, at most qa.max_answer_length
+  tokens, the window being the start token's max-context one); the best over all windows. SQuAD
+  2.0: the no-answer probability is 1 - max over windows of sigmoid(answerable logit) (the
+  original takes the min over windows of its no-answer logit); predictions.json has '' where it is
+  above qa.na_threshold; dev metrics are the official script's with that threshold, plus its
+  best-threshold search over the unthresholded answers.
 """
 import json
 import os
@@ -152,8 +155,29 @@ class QATask:
     self.windows[split], self.offsets[split] = windows, all_offsets
     return features.stack(rows)
 
+  def _candidates(self, i, window, predictions):
+    """(score, start, end) sequence positions of window i: the joint head's beam (log-prob sums)
+    or the n-best starts x n-best ends of the independent head (logit sums)."""
+    if 'start_top_index' in predictions:
+      starts = predictions['start_top_index'][i]
+      for k, s in enumerate(starts):
+        for e, end_log_prob in zip(predictions['end_top_index'][i][k],
+                                   predictions['end_top_log_probs'][i][k]):
+          yield float(predictions['start_top_log_probs'][i][k] + end_log_prob), int(s), int(e)
+    else:
+      n = self.config.qa.n_best_size
+      start_logits, end_logits = predictions['start_logits'][i], predictions['end_logits'][i]
+      for s in np.argsort(-start_logits, kind='stable')[:n]:
+        for e in np.argsort(-end_logits, kind='stable')[:n]:
+          yield float(start_logits[s] + end_logits[e]), int(s), int(e)
+
   def decode(self, split: str, predictions: dict):
-    """-> ({question id: answer text}, {question id: no-answer probability})."""
+    """-> ({question id: best non-empty answer text}, {question id: no-answer probability}).
+
+    A span is valid when both ends are context tokens of the window, end >= start, it has at most
+    qa.max_answer_length tokens, and the window is the start token's max-context window. The text
+    is the context's characters from the start token's first to the end token's last character.
+    """
     qa = self.config.qa
     questions = self.questions[split]
     best = [(-np.inf, '') for _ in questions]
@@ -161,35 +185,31 @@ class QATask:
     for i, window in enumerate(self.windows[split]):
       q = window['question']
       answerable[q] = max(answerable[q], 1 / (1 + np.exp(-predictions['answerable_logit'][i])))
-      lo, n = window['offset'], window['length']
-      start_logits = predictions['start_logits'][i][lo:lo + n]
-      end_logits = predictions['end_logits'][i][lo:lo + n]
-      top_starts = np.argsort(-start_logits, kind='stable')[:qa.n_best_size]
-      top_ends = np.argsort(-end_logits, kind='stable')[:qa.n_best_size]
-      for s in top_starts:
-        if not window['max_context'][s]:
+      lo, hi = window['offset'], window['offset'] + window['length']
+      for score, s, e in self._candidates(i, window, predictions):
+        if not (lo <= s <= e < hi and e - s + 1 <= qa.max_answer_length):
           continue
-        for e in top_ends:
-          if e < s or e - s + 1 > qa.max_answer_length:
-            continue
-          score = float(start_logits[s] + end_logits[e])
-          if score > best[q][0]:
-            offsets = self.offsets[split][q]
-            first, last = window['start'] + s, window['start'] + e
-            text = questions[q]['context'][offsets[first][0]:offsets[last][1]]
-            best[q] = (score, text)
+        if not window['max_context'][s - lo] or score <= best[q][0]:
+          continue
+        offsets = self.offsets[split][q]
+        first, last = window['start'] + s - lo, window['start'] + e - lo
+        best[q] = (score, questions[q]['context'][offsets[first][0]:offsets[last][1]])
     answers = {question['id']: text for question, (_, text) in zip(questions, best)}
     na_probs = {question['id']: float(1 - p) for question, p in zip(questions, answerable)}
-    if self.version_2:
-      answers = {k: ('' if na_probs[k] > qa.na_threshold else v) for k, v in answers.items()}
     return answers, na_probs
+
+  def final_answers(self, answers, na_probs):
+    """SQuAD 2.0: '' where the no-answer probability is above qa.na_threshold."""
+    if not self.version_2:
+      return answers
+    return {k: '' if na_probs[k] > self.config.qa.na_threshold else v for k, v in answers.items()}
 
   def evaluate(self, split: str, predictions: dict) -> dict:
     answers, na_probs = self.decode(split, predictions)
     with open(self.paths[split], encoding='utf-8') as f:
       dataset = json.load(f)
-    if self.version_2:
-      result = metrics_lib.squad_v2(dataset, answers, na_probs)
+    if self.version_2:  # the official script given --na-prob-file and --na-prob-thresh
+      result = metrics_lib.squad_v2(dataset, answers, na_probs, self.config.qa.na_threshold)
     else:
       result = metrics_lib.squad_v1(dataset, answers)
       result['exact'] = result.pop('exact_match')
@@ -202,6 +222,7 @@ class QATask:
   def write_eval_predictions(self, split, predictions, directory) -> list:
     os.makedirs(directory, exist_ok=True)
     answers, na_probs = self.decode(split, predictions)
+    answers = self.final_answers(answers, na_probs)
     written = [os.path.join(directory, 'predictions.json')]
     with open(written[0], 'w', encoding='utf-8') as f:
       json.dump(answers, f, indent=2, ensure_ascii=False)
