@@ -221,9 +221,10 @@ def test_glue_submission_files_swap_and_diagnostic(tmp_path):
   # MNLI: test_matched present, test_mismatched absent (skipped), diagnostic -> AX.tsv.
   mnli_dir = os.path.join(FIXTURES, 'MNLI')
   for name in ('train', 'dev_matched', 'dev_mismatched'):
-    _glue_files(tmp_path, 'MNLI', {f'{name}.tsv': open(os.path.join(mnli_dir, f'{name}.tsv')).read()})
-  _glue_files(tmp_path, 'MNLI', {'test_matched.tsv': 'index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\t'
-              'sentence2_binary_parse\tsentence1_parse\tsentence2_parse\tsentence1\tsentence2\n'
+    text = open(os.path.join(mnli_dir, f'{name}.tsv')).read()
+    _glue_files(tmp_path, 'MNLI', {f'{name}.tsv': text})
+  header = open(os.path.join(mnli_dir, 'train.tsv')).readline().split('\t')[:10]  # no labels
+  _glue_files(tmp_path, 'MNLI', {'test_matched.tsv': '\t'.join(header) + '\n'
               '0\t1\t1\tf\t(a)\t(b)\t(a)\t(b)\tthe cat\ta cat\n'})
   _glue_files(tmp_path, 'diagnostic', {'diagnostic.tsv': 'index\tsentence1\tsentence2\n0\ta\tb\n'})
   task = classification.ClassificationTask(finetune_config(task='mnli', data_dir=str(tmp_path)),
@@ -258,3 +259,26 @@ def test_tfds_glue_maps_labels_by_name(monkeypatch):
   examples = classification.read_glue_tfds(classification.GLUE['mnli'], 'dev_matched', None)
   assert examples == [{'id': '5', 'text_a': 'the cat sat', 'text_b': 'a cat ran',
                        'label': 'contradiction'}]
+
+
+def test_train_batches_are_a_function_of_seed_and_step():
+  arrays = {'input_ids': np.arange(10)[:, None], 'weight': np.ones(10)}
+  epoch_0 = np.concatenate([loop.train_batch(arrays, s, 4, 0)['input_ids'][:, 0] for s in (0, 1)])
+  assert len(set(epoch_0.tolist())) == 8  # 2 batches of 4 per epoch, no repeats, 2 dropped
+  np.testing.assert_array_equal(loop.train_batch(arrays, 3, 4, 0)['input_ids'],
+                                loop.train_batch(arrays, 3, 4, 0)['input_ids'])
+  assert not np.array_equal(loop.train_batch(arrays, 0, 4, 0)['input_ids'],
+                            loop.train_batch(arrays, 0, 4, 1)['input_ids'])
+
+
+def test_cli_bad_input_is_one_error_line(tmp_path):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  result = subprocess.run(
+      [sys.executable, '-m', 'electra_jax.main', '--config=configs/finetune.py',
+       '--config.task=mnli', f'--workdir={tmp_path}'],
+      cwd=ROOT, capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == (
+      'error: set --config.data_dir to the folder holding the mnli data')

@@ -144,13 +144,17 @@ def _process_slice(global_batch: dict) -> dict:
   return {k: v[index * size:(index + 1) * size] for k, v in global_batch.items()}
 
 
+@functools.lru_cache(maxsize=2)
+def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+  return np.random.default_rng([seed, epoch]).permutation(n)
+
+
 def train_batch(arrays: dict, step: int, batch_size: int, seed: int) -> dict:
-  """The global batch of step N: epoch e = N // steps_per_epoch reads a permutation of (seed, e)."""
+  """The global batch of step N: epoch e = N // steps_per_epoch reads a permutation of (seed, e);
+  the last partial batch of an epoch is dropped."""
   n = len(arrays['input_ids'])
-  steps_per_epoch = n // batch_size
-  epoch, within = divmod(step, steps_per_epoch)
-  order = np.random.default_rng([seed, epoch]).permutation(n)
-  rows = order[within * batch_size:(within + 1) * batch_size]
+  epoch, within = divmod(step, n // batch_size)
+  rows = _epoch_order(seed, epoch, n)[within * batch_size:(within + 1) * batch_size]
   return {k: v[rows] for k, v in arrays.items()}
 
 
@@ -232,17 +236,20 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
   if best_params is None:  # no dev set: the final weights
     best_params, best = jax.device_get(state.params), {'step': num_train_steps, 'metrics': {}}
 
+  # Test (and, for tagging/QA, dev) predictions of the best weights. Every process predicts (the
+  # jitted call spans all devices); process 0 writes.
   written = []
-  if jax.process_index() == 0 and (task.test_sets or hasattr(task, 'write_eval_predictions')):
-    params = jax.device_put(best_params, repl)
-    out_dir = os.path.join(workdir, 'predictions')
-    for split, arrays in task.test_sets.items():
-      written.append(task.write_predictions(
-          split, predict(p_predict, params, arrays, eval_batch_size, mesh), out_dir))
-    if hasattr(task, 'write_eval_predictions'):
-      for split, arrays in task.eval_sets.items():
-        written += task.write_eval_predictions(
-            split, predict(p_predict, params, arrays, eval_batch_size, mesh), out_dir)
+  params = jax.device_put(best_params, repl)
+  out_dir = os.path.join(workdir, 'predictions')
+  to_write = [(task.write_predictions, split, arrays) for split, arrays in task.test_sets.items()]
+  if hasattr(task, 'write_eval_predictions'):
+    to_write += [(task.write_eval_predictions, split, arrays)
+                 for split, arrays in task.eval_sets.items()]
+  for write, split, arrays in to_write:
+    predictions = predict(p_predict, params, arrays, eval_batch_size, mesh)
+    if jax.process_index() == 0:
+      paths = write(split, predictions, out_dir)
+      written += [paths] if isinstance(paths, str) else paths
   return {'seed': seed, 'best_step': best['step'], 'num_train_steps': num_train_steps,
           'best': best['metrics'], 'predictions': written}
 

@@ -37,7 +37,9 @@ def encode_with_offsets(tokenizer, text: str):
   if tokenizer.kind != 'wordpiece':
     raise UserError('QA needs a WordPiece vocab (character offsets come from the WordPiece '
                     'tokenizer); this model uses SentencePiece')
-  encoding = tokenizer._encoder.encode(text, add_special_tokens=False)  # pylint: disable=protected-access
+  # The Tokenizer wrapper exposes ids only; the offsets are on its `tokenizers` encoder.
+  encoder = tokenizer._encoder  # pylint: disable=protected-access
+  encoding = encoder.encode(text, add_special_tokens=False)
   return encoding.ids, encoding.offsets
 
 
