@@ -45,6 +45,7 @@ def get_config():
   c.num_trials = 1  # seeds seed, seed + 1, ...; results.json reports each and the median
   c.eval_every_steps = 0  # 0 = once per epoch (and at the end); the best dev score is kept
   c.log_every_steps = 50
+  c.keep_checkpoints = 1  # train-state checkpoints (at every eval) kept per seed, for resuming
   c.swap_augment = True  # MRPC and STS-B also train on (B, A), as the original
   c.predict_test = True  # write test-set predictions (GLUE submission files) with the best weights
   c.optim.learning_rate = 1e-4

@@ -300,3 +300,28 @@ def test_cli_bad_input_is_one_error_line(tmp_path):
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1] == (
       'error: set --config.data_dir to the folder holding the mnli data')
+
+
+def test_resume_after_interruption_is_exact(tmp_path, monkeypatch):
+  config = finetune_config(task='sst', num_train_steps=8, eval_every_steps=2, log_every_steps=1,
+                           **{'optim.learning_rate': 2e-3})
+  straight = loop.run(config, str(tmp_path / 'straight'))
+  real_batch = loop.train_batch
+
+  def crashing_batch(arrays, step, *args):
+    if step == 5:
+      raise RuntimeError('simulated crash at step 5')
+    return real_batch(arrays, step, *args)
+  monkeypatch.setattr(loop, 'train_batch', crashing_batch)
+  with pytest.raises(RuntimeError, match='simulated crash'):
+    loop.run(config, str(tmp_path / 'resumed'))
+  monkeypatch.setattr(loop, 'train_batch', real_batch)
+  resumed = loop.run(config, str(tmp_path / 'resumed'))  # from the step-4 checkpoint
+
+  def rows(name):
+    with open(os.path.join(tmp_path, name, 'seed_0', 'metrics.jsonl')) as f:
+      return [(r['kind'], r['step'], r.get('loss', r.get('dev/accuracy')))
+              for r in map(json.loads, f) if r['kind'] != 'info']
+  assert rows('resumed') == rows('straight')  # bit for bit, each step once
+  assert resumed['seeds'][0]['best'] == straight['seeds'][0]['best']
+  assert resumed['seeds'][0]['best_step'] == straight['seeds'][0]['best_step']

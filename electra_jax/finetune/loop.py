@@ -9,13 +9,16 @@ is a fixed function of (seed, N), so a run is reproducible.
 Outputs, in WORKDIR: results.json (every seed's best dev metrics and the median over seeds) and per
 seed WORKDIR/seed_<S>/{metrics.jsonl, tensorboard/, predictions/} (test-set predictions in the GLUE
 submission format, SQuAD predictions JSON, tagged CoNLL files, made with the best dev checkpoint).
-There is no mid-run resume: a fine-tuning run is short; rerunning starts it again.
+Each seed checkpoints its train state at every eval (WORKDIR/seed_<S>/checkpoints, orbax, as
+pre-training) and keeps its best dev weights in best.msgpack + best.json; rerunning the same command
+resumes each seed from its latest checkpoint, bit for bit (a finished seed only re-predicts).
 """
 import functools
 import json
 import os
 import time
 
+import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -160,6 +163,29 @@ def train_batch(arrays: dict, step: int, batch_size: int, seed: int) -> dict:
 
 # ---- One seed.
 
+def _save_best(workdir, best, params):
+  """best.json (score, step, metrics) and best.msgpack (the weights), each replaced atomically."""
+  if jax.process_index() != 0:
+    return
+  for name, data in (('best.msgpack', flax.serialization.msgpack_serialize(
+      jax.tree.map(np.asarray, params))), ('best.json', json.dumps(best, indent=2).encode())):
+    tmp = os.path.join(workdir, name + '.tmp')
+    with open(tmp, 'wb') as f:
+      f.write(data)
+    os.replace(tmp, os.path.join(workdir, name))
+
+
+def _load_best(workdir, like_params):
+  path = os.path.join(workdir, 'best.json')
+  if not os.path.exists(path):
+    return {'score': -float('inf'), 'step': 0, 'metrics': {}}, None
+  with open(path) as f:
+    best = json.load(f)
+  with open(os.path.join(workdir, 'best.msgpack'), 'rb') as f:
+    params = flax.serialization.from_bytes(like_params, f.read())
+  return best, params
+
+
 def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str, mesh) -> dict:
   os.makedirs(workdir, exist_ok=True)
   model = ft_model.make_model(model_config, task.head, task.num_outputs, config)
@@ -170,6 +196,7 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
                     f'{batch_size}; lower --config.batch_size')
   epochs = config.num_train_epochs or task.epochs
   num_train_steps = config.num_train_steps or max(1, int(epochs * num_examples / batch_size))
+  epochs = num_train_steps * batch_size / num_examples  # what runs (num_train_steps may override)
   steps_per_epoch = num_examples // batch_size
   eval_every = config.eval_every_steps or steps_per_epoch
 
@@ -200,39 +227,56 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
                       in_shardings=(repl, batch_shard), out_shardings=repl)
   eval_batch_size = config.eval_batch_size or batch_size
 
-  log = train_lib.MetricsLog(workdir, 0)
-  log.write('info', 0, {'num_train_steps': float(num_train_steps)},
+  # Resume: the latest checkpoint (saved at every eval) and the best-so-far record and weights.
+  manager = checkpoint.checkpoint_manager(workdir, config)
+  abstract_state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl),
+                                state)
+  restored = checkpoint.restore_latest(manager, abstract_state)
+  best, best_params = {'score': -float('inf'), 'step': 0, 'metrics': {}}, None
+  if restored is not None:
+    state = restored
+    best, best_params = _load_best(workdir, params)
+  start_step = int(state.step)
+
+  log = train_lib.MetricsLog(workdir, start_step)
+  log.write('info', start_step, {'num_train_steps': float(num_train_steps)},
             f'{task.name} seed {seed}: {num_examples} train examples, {num_train_steps} steps '
-            f'({epochs:g} epochs of batch {batch_size}), eval every {eval_every} steps')
-  best = {'score': -float('inf')}
-  best_params = None
+            f'({epochs:.3g} epochs of batch {batch_size}), eval every {eval_every} steps'
+            + (f', resuming at step {start_step}' if start_step else ''))
   last_time = time.perf_counter()
-  for step in range(num_train_steps):
-    batch = train_batch(task.train, step, batch_size, seed)
-    state, metrics = p_train_step(state, sharding.global_batch(mesh, _process_slice(batch)),
-                                  dropout_rng)
-    done = step + 1
-    if done % config.log_every_steps == 0 or done == num_train_steps:
-      now = time.perf_counter()
-      train_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      train_metrics['steps_per_sec'] = config.log_every_steps / max(now - last_time, 1e-9)
-      last_time = now
-      log.write('train', done, train_metrics,
-                f'step {done}/{num_train_steps} | loss {train_metrics["loss"]:.4f} | '
-                f'lr {train_metrics["learning_rate"]:.2e}')
-    if task.eval_sets and (done % eval_every == 0 or done == num_train_steps):
-      results = {split: task.evaluate(split, predict(p_predict, state.params, arrays,
-                                                      eval_batch_size, mesh))
-                 for split, arrays in task.eval_sets.items()}
-      first = next(iter(results))
-      flat = {f'{split}/{k}': v for split, r in results.items() for k, v in r.items()
-              if isinstance(v, (int, float))}
-      log.write('eval', done, flat, f'eval @ {done}: ' + ', '.join(
-          f'{k} {v:.2f}' for k, v in flat.items()))
-      if results[first]['score'] > best['score']:
-        best = {'score': results[first]['score'], 'step': done, 'metrics': results}
-        best_params = jax.device_get(state.params)
-      last_time = time.perf_counter()
+  try:
+    for step in range(start_step, num_train_steps):
+      batch = train_batch(task.train, step, batch_size, seed)
+      state, metrics = p_train_step(state, sharding.global_batch(mesh, _process_slice(batch)),
+                                    dropout_rng)
+      done = step + 1
+      if done % config.log_every_steps == 0 or done == num_train_steps:
+        now = time.perf_counter()
+        train_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        train_metrics['steps_per_sec'] = config.log_every_steps / max(now - last_time, 1e-9)
+        last_time = now
+        log.write('train', done, train_metrics,
+                  f'step {done}/{num_train_steps} | loss {train_metrics["loss"]:.4f} | '
+                  f'lr {train_metrics["learning_rate"]:.2e}')
+      if done % eval_every == 0 or done == num_train_steps:
+        if task.eval_sets:
+          results = {split: task.evaluate(split, predict(p_predict, state.params, arrays,
+                                                          eval_batch_size, mesh))
+                     for split, arrays in task.eval_sets.items()}
+          flat = {f'{split}/{k}': v for split, r in results.items() for k, v in r.items()
+                  if isinstance(v, (int, float))}
+          log.write('eval', done, flat, f'eval @ {done}: ' + ', '.join(
+              f'{k} {v:.2f}' for k, v in flat.items()))
+          score = results[next(iter(results))]['score']  # the first dev split selects
+          if score > best['score']:
+            best = {'score': score, 'step': done, 'metrics': results}
+            best_params = jax.device_get(state.params)
+            _save_best(workdir, best, best_params)
+        checkpoint.save(manager, done, state)
+        last_time = time.perf_counter()
+  finally:
+    manager.wait_until_finished()
+    manager.close()
   if best_params is None:  # no dev set: the final weights
     best_params, best = jax.device_get(state.params), {'step': num_train_steps, 'metrics': {}}
 
