@@ -12,7 +12,8 @@ then `data.vocab` and `model.*` describe the model). Tasks:
 - custom: --config.task=custom --config.custom.train_file=train.tsv --config.custom.dev_file=dev.tsv
   [--config.custom.text_b=COLUMN] [--config.custom.regression=True] (.tsv/.csv with header, .jsonl).
 - chunk / ner: CoNLL files DATA_DIR/{train,dev,test}.txt (see finetune/tagging.py).
-- squad1 / squad2: DATA_DIR/{train,dev}-v1.1.json or -v2.0.json (see finetune/qa.py).
+- squad1 / squad2: DATA_DIR/{train,dev}-v1.1.json or -v2.0.json; mrqa[_NAME]: MRQA JSONL
+  DATA_DIR/{train,dev}.jsonl (see finetune/qa.py). QA needs a WordPiece vocabulary.
 Defaults follow the original: lr 1e-4, layer-wise decay 0.8, weight decay 0.01, warmup 10%, batch 32,
 seq 128, 3 epochs (RTE and STS-B 10); SQuAD: seq 512, 2 epochs. For ELECTRA-Large use
 --config.optim.learning_rate=5e-5 --config.layerwise_lr_decay=0.9. Several seeds:

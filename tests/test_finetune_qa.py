@@ -161,3 +161,24 @@ def test_squad_run_end_to_end(squad_dir, tmp_path, joint):
                                             'predictions.json')))
   assert set(predictions) == {'q1', 'q2'}
   assert all(p == '' or p in CONTEXT for p in predictions.values())
+
+
+def test_mrqa_jsonl(tmp_path):
+  start = CONTEXT.index('Paris')
+  record = {'context': CONTEXT, 'qas': [{
+      'qid': 'm1', 'question': QUESTION, 'answers': ['Paris', 'paris city'],
+      'detected_answers': [{'text': 'paris', 'char_spans': [[start, start + 4]]}]}]}
+  for split in ('train', 'dev'):
+    (tmp_path / f'{split}.jsonl').write_text(
+        json.dumps({'header': {'dataset': 'toy'}}) + '\n' + json.dumps(record) + '\n')
+  questions = qa.read_mrqa(str(tmp_path / 'train.jsonl'))
+  assert questions[0]['answers'] == [{'text': 'Paris', 'answer_start': start}]  # inclusive end
+  assert questions[0]['gold'] == ['Paris', 'paris city']
+  config = finetune_config(task='mrqa_toy', data_dir=str(tmp_path), max_seq_length=32)
+  task = qa.QATask(config, tokenization.load_tokenizer(VOCAB))
+  o = task.windows['train'][0]['offset']
+  assert (task.train['start_position'][0], task.train['end_position'][0]) == (o + 12, o + 12)
+  logits = np.full((1, 32), -10.0)
+  logits[0, o + 12] = 5.0
+  predictions = {'start_logits': logits, 'end_logits': logits, 'answerable_logit': np.zeros(1)}
+  assert task.evaluate('dev', predictions) == {'exact': 100.0, 'f1': 100.0, 'score': 100.0}

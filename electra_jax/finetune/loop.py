@@ -73,7 +73,7 @@ def make_task(config, tokenizer):
   if name in ('chunk', 'ner') or name.startswith('tagging'):
     from electra_jax.finetune import tagging  # pylint: disable=g-import-not-at-top
     return tagging.TaggingTask(config, tokenizer)
-  if name.startswith('squad'):
+  if name.startswith('squad') or name.startswith('mrqa'):
     from electra_jax.finetune import qa  # pylint: disable=g-import-not-at-top
     return qa.QATask(config, tokenizer)
   from electra_jax.finetune import classification  # pylint: disable=g-import-not-at-top
@@ -311,7 +311,7 @@ def run(config, workdir: str) -> dict:
   if config.task.lower() != 'custom' and not config.data_dir:
     raise UserError(f'set --config.data_dir to the folder holding the {config.task} data')
   if not config.max_seq_length:
-    config.max_seq_length = 512 if config.task.lower().startswith('squad') else 128
+    config.max_seq_length = 512 if config.task.lower().startswith(('squad', 'mrqa')) else 128
   model_config, body, vocab_path, do_lower_case = load_init_checkpoint(config)
   tokenizer = tokenization.load_tokenizer(vocab_path, do_lower_case)
   if tokenizer.vocab_size != model_config.vocab_size:

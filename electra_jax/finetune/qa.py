@@ -2,7 +2,9 @@
 span decoding mapped back to the exact characters of the original context, official EM/F1.
 
 Files: DATA_DIR/{train,dev}-v1.1.json (task squad1) or -v2.0.json (task squad2), or the same under
-DATA_DIR/squad/. Predictions (WORKDIR/seed_S/predictions/): predictions.json ({question id: answer
+DATA_DIR/squad/; MRQA (task mrqa or mrqa_<name>): DATA_DIR/{train,dev}.jsonl or DATA_DIR/mrqa/,
+trained on the first detected answer span, scored like SQuAD 1.1 against the answer strings (the
+MRQA script). Predictions (WORKDIR/seed_S/predictions/): predictions.json ({question id: answer
 text}, the official script's input; '' = no answer) and, for 2.0, na_probs.json (its --na-prob-file).
 
 - Offsets: QA needs each token's character span in the context, which the WordPiece tokenizer (HF
@@ -61,6 +63,31 @@ def read_squad(path: str) -> list[dict]:
   return questions
 
 
+def read_mrqa(path: str) -> list[dict]:
+  """MRQA 2019 JSONL (a header line, then one context per line) -> the same dicts as read_squad.
+
+  'answers' are the detected spans (char_spans are inclusive: [start, end]), used for training;
+  'gold' holds the answer strings the MRQA evaluation compares against.
+  """
+  if not os.path.exists(path):
+    raise UserError(f'MRQA file {path} does not exist')
+  questions = []
+  with open(path, encoding='utf-8') as f:
+    for n, line in enumerate(f, 1):
+      record = json.loads(line) if line.strip() else {}
+      if 'header' in record or not record:
+        continue
+      if 'context' not in record or 'qas' not in record:
+        raise UserError(f'{path} line {n} is not an MRQA record (no "context"/"qas")')
+      for qa in record['qas']:
+        spans = [(s, e) for a in qa.get('detected_answers', []) for s, e in a['char_spans']]
+        answers = [{'text': record['context'][s:e + 1], 'answer_start': s} for s, e in spans[:1]]
+        questions.append({'id': qa['qid'], 'question': qa['question'],
+                          'context': record['context'], 'answers': answers,
+                          'gold': list(qa.get('answers', [])) or [a['text'] for a in answers]})
+  return questions
+
+
 def window_starts(num_tokens: int, window: int, stride: int) -> list[int]:
   """BERT's doc spans: a window every `stride` tokens until one reaches the end."""
   starts, start = [], 0
@@ -91,16 +118,18 @@ class QATask:
   def __init__(self, config, tokenizer):
     self.config = config
     self.name = config.task.lower()
-    if self.name not in ('squad1', 'squad2'):
-      raise UserError(f'unknown QA task {config.task!r}: use squad1 or squad2')
+    if self.name not in ('squad1', 'squad2') and not self.name.startswith('mrqa'):
+      raise UserError(f'unknown QA task {config.task!r}: use squad1, squad2 or mrqa')
     self.version_2 = self.name == 'squad2'
-    suffix = 'v2.0' if self.version_2 else 'v1.1'
+    self.mrqa = self.name.startswith('mrqa')
     self.paths = {}
     for split in ('train', 'dev'):
-      candidates = [os.path.join(d, f'{split}-{suffix}.json')
-                    for d in (config.data_dir, os.path.join(config.data_dir, 'squad'))]
+      file = f'{split}.jsonl' if self.mrqa else f'{split}-{"v2.0" if self.version_2 else "v1.1"}.json'
+      candidates = [os.path.join(d, file) for d in (config.data_dir, os.path.join(
+          config.data_dir, 'mrqa' if self.mrqa else 'squad'))]
       self.paths[split] = next((p for p in candidates if os.path.exists(p)), candidates[0])
-    self.questions = {s: read_squad(p) for s, p in self.paths.items()}
+    read = read_mrqa if self.mrqa else read_squad
+    self.questions = {s: read(p) for s, p in self.paths.items()}
     self.windows, self.offsets = {}, {}
     self.train = self._encode('train', tokenizer, training=True)
     self.eval_sets = {'dev': self._encode('dev', tokenizer, training=False)}
@@ -208,8 +237,13 @@ class QATask:
 
   def evaluate(self, split: str, predictions: dict) -> dict:
     answers, na_probs = self.decode(split, predictions)
-    with open(self.paths[split], encoding='utf-8') as f:
-      dataset = json.load(f)
+    if self.mrqa:  # the MRQA script: SQuAD 1.1's EM/F1 against the answer strings
+      dataset = [{'paragraphs': [{'qas': [
+          {'id': q['id'], 'answers': [{'text': g} for g in q['gold']]}
+          for q in self.questions[split]]}]}]
+    else:
+      with open(self.paths[split], encoding='utf-8') as f:
+        dataset = json.load(f)
     if self.version_2:  # the official script given --na-prob-file and --na-prob-thresh
       result = metrics_lib.squad_v2(dataset, answers, na_probs, self.config.qa.na_threshold)
     else:
