@@ -51,7 +51,7 @@ def train_step(state: TrainState, batch, rng, *, model, tx, learning_rate_fn, ob
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = objective.summarize_metrics(objective.pretraining_metrics(aux))
-  metrics.update(loss=loss, grad_norm=optax.global_norm(grads),
+  metrics.update(loss=loss, grad_norm=optax.tree.norm(grads),
                  learning_rate=learning_rate_fn(state.step))
   if 'disc_probs' in aux:
     metrics['disc_auc'] = objective.binary_auc(aux['disc_labels'], aux['disc_probs'],
