@@ -188,7 +188,8 @@ def test_finetune_learns_fixture_task_two_seeds(pretrained_workdir, tmp_path):
 
 
 def test_regression_custom_task(tmp_path):
-  """Random init (no init_checkpoint), custom JSONL regression: runs, reports Pearson/Spearman."""
+  """Random init (no init_checkpoint), custom JSONL regression in bfloat16: runs, reports
+  Pearson/Spearman."""
   rng = np.random.default_rng(0)
   words = ['good', 'bad']
   for split, n in (('train', 32), ('dev', 16)):
@@ -200,7 +201,8 @@ def test_regression_custom_task(tmp_path):
   config = finetune_config(task='custom', num_train_steps=8, eval_every_steps=8,
                            **{'custom.train_file': str(tmp_path / 'train.jsonl'),
                               'custom.dev_file': str(tmp_path / 'dev.jsonl'),
-                              'custom.label': 'score', 'custom.regression': True})
+                              'custom.label': 'score', 'custom.regression': True,
+                              'model.dtype': 'bfloat16'})
   results = loop.run(config, str(tmp_path / 'ft'))
   assert set(results['median']['dev']) == {'pearson', 'spearman', 'score'}
 
