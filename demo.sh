@@ -5,6 +5,6 @@
 # Environment: ELECTRA_JAX_VENV (default ~/.cache/electra_jax_venv), WORKDIR (default /tmp/electra_demo).
 set -euo pipefail
 cd "$(dirname "$0")"
-source scripts/install.sh
+INSTALL_TARGET='.' source scripts/install.sh
 WORKDIR="${WORKDIR:-/tmp/electra_demo}"
 exec "$PY" -m electra_jax.main --config=configs/demo.py --workdir="$WORKDIR" "$@"

@@ -3,5 +3,5 @@
 # on CPU. Extra arguments go to pytest, e.g. `bash test.sh -k objective`.
 set -euo pipefail
 cd "$(dirname "$0")"
-source scripts/install.sh
+INSTALL_TARGET='.[test]' source scripts/install.sh
 exec "$PY" -m pytest tests -q "$@"

@@ -1,5 +1,5 @@
-# Sourced by demo.sh and test.sh: makes (or reuses) a virtualenv and installs electra_jax into it,
-# with its test extras. Sets $PY to the virtualenv's python.
+# Sourced by demo.sh and test.sh: makes (or reuses) a virtualenv and installs electra_jax into it
+# ($INSTALL_TARGET: '.' for the demo, '.[test]' with the test extras). Sets $PY to its python.
 VENV="${ELECTRA_JAX_VENV:-$HOME/.cache/electra_jax_venv}"
 PYTHON="${PYTHON:-python3}"
 if [ ! -x "$VENV/bin/python" ]; then
@@ -9,5 +9,5 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PY="$VENV/bin/python"
 # Editable install; fast when everything is already there.
-"$PY" -m pip install -q --disable-pip-version-check -e '.[test]' >&2
+"$PY" -m pip install -q --disable-pip-version-check -e "${INSTALL_TARGET:-.[test]}" >&2
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
