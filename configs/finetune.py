@@ -1,8 +1,9 @@
 r"""Fine-tuning ELECTRA: GLUE, custom classification/regression, CoNLL tagging, SQuAD / MRQA.
 
-`init_checkpoint`: an electra_jax pre-training workdir or its pretrained/ dir (model config, weights
-and vocabulary come from it); empty = random init, then `data.vocab` and `model.*` describe the
-model. Outputs in WORKDIR: results.json (each seed's best dev metrics and the median),
+`init_checkpoint`: an electra_jax pre-training workdir or its pretrained/ dir, a HF ELECTRA
+discriminator dir, or a Google TF1 checkpoint prefix (e.g. the released electra_small/electra_small;
+read by convert.py): model config, weights and vocabulary come from it (`data.vocab` overrides the
+vocabulary); empty = random init, then `data.vocab` and `model.*` describe the model. Outputs in WORKDIR: results.json (each seed's best dev metrics and the median),
 seed_<S>/{metrics.jsonl, tensorboard/, predictions/, checkpoints/, best.json, best.msgpack};
 rerunning the command resumes. Commands (one per task family):
 

@@ -162,6 +162,18 @@ def test_pretrained_weights_drop_in(pretrained_dir):
     loop.load_body(params, bad)
 
 
+def test_init_from_hf_checkpoint(pretrained_dir, tmp_path):
+  """The same weights exported in the HF layout (convert.py) fine-tune identically."""
+  from electra_jax import convert  # pylint: disable=g-import-not-at-top
+  hf_dirs = convert.write(convert.read(pretrained_dir), 'hf', str(tmp_path / 'hf'))
+  disc_dir = [d for d in hf_dirs if d.endswith('discriminator')][0]
+  _, ours, _, _ = loop.load_init_checkpoint(finetune_config(init_checkpoint=pretrained_dir))
+  model_config, theirs, vocab_path, _ = loop.load_init_checkpoint(
+      finetune_config(init_checkpoint=disc_dir))
+  assert model_config.num_layers == 2 and os.path.basename(vocab_path) == 'vocab.txt'
+  jax.tree.map(np.testing.assert_array_equal, ours, theirs)
+
+
 def test_finetune_learns_fixture_task_two_seeds(pretrained_workdir, tmp_path):
   """SST-2-format fixture: label = sentence has 'good' (vs 'bad'); majority class ~56% on dev.
   Starts from a real (tiny, 30-step) pre-training workdir."""

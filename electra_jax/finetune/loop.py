@@ -37,7 +37,12 @@ from electra_jax.finetune import model as ft_model
 # ---- Set-up: pre-trained weights, vocabulary, task.
 
 def load_init_checkpoint(config):
-  """-> (model config, {embeddings, discriminator} params or None, vocab path, do_lower_case)."""
+  """-> (model config, {embeddings, discriminator} params or None, vocab path, do_lower_case).
+
+  `init_checkpoint` is read by convert.read: an electra_jax pre-training workdir or its
+  pretrained/ dir, a HF ELECTRA discriminator dir, or a Google TF1 checkpoint prefix (e.g. the
+  released ELECTRA-Small). `data.vocab`, when set, replaces the vocabulary found there.
+  """
   path = config.init_checkpoint
   if not path:
     if not config.data.vocab:
@@ -46,26 +51,24 @@ def load_init_checkpoint(config):
     print('fine-tuning from a RANDOM initialization (no --config.init_checkpoint)', flush=True)
     return (ml_collections.ConfigDict(config.model.to_dict()), None, config.data.vocab,
             config.data.do_lower_case)
-  directory = path if os.path.exists(os.path.join(path, 'config.json')) and os.path.exists(
-      os.path.join(path, 'discriminator.msgpack')) else os.path.join(path, 'pretrained')
-  if not os.path.isdir(directory):
-    raise UserError(f'init_checkpoint {path} is neither an electra_jax pre-training workdir nor '
-                    'its pretrained/ dir')
-  model_config, weights, vocab = checkpoint.load_pretrained(directory)
-  if 'discriminator' not in weights:
-    raise UserError(f'{directory} has no discriminator.msgpack')
-  body = {k: weights['discriminator'][k] for k in ft_model.BODY_KEYS}
+  from electra_jax import convert  # pylint: disable=g-import-not-at-top
+  weights = convert.read(path, vocab=config.data.vocab, do_lower_case=config.data.do_lower_case)
+  if weights.discriminator is None:
+    raise UserError(f'{path} holds no discriminator (a generator only?); fine-tuning needs it')
+  body = {k: weights.discriminator[k] for k in ft_model.BODY_KEYS}
+  model_config = ml_collections.ConfigDict(weights.model.to_dict())
   model_config.dtype = config.model.dtype  # compute dtype is a run choice, not the checkpoint's
-  vocab_path = config.data.vocab or vocab.get('vocab_path', '')
+  vocab_path = weights.vocab.get('vocab_path', '')
   if vocab_path and not os.path.exists(vocab_path):  # the workdir moved: look next to the weights
-    for candidate in (os.path.join(directory, os.path.basename(vocab_path)),
-                      os.path.join(os.path.dirname(directory), 'data',
-                                   os.path.basename(vocab_path))):
+    for directory in (path, os.path.join(path, 'pretrained'), os.path.join(path, 'data')):
+      candidate = os.path.join(directory, os.path.basename(vocab_path))
       if os.path.exists(candidate):
         vocab_path = candidate
+        break
   if not vocab_path:
-    raise UserError(f'{directory} names no vocabulary; set --config.data.vocab')
-  return model_config, body, vocab_path, vocab.get('do_lower_case', config.data.do_lower_case)
+    raise UserError(f'{path} names no vocabulary; set --config.data.vocab')
+  return (model_config, body, vocab_path,
+          weights.vocab.get('do_lower_case', config.data.do_lower_case))
 
 
 def make_task(config, tokenizer):
