@@ -77,7 +77,8 @@ def get_config():
   c.custom.text_a = 'text'  # column (header name / JSON key) of the first text
   c.custom.text_b = ''  # column of the second text of a pair ('' = single text)
   c.custom.label = 'label'
-  c.custom.labels_file = ''  # one label per line (default: the sorted labels of the train file)
+  # One label per line (default: the sorted labels of the train file); F1 is of the second label.
+  c.custom.labels_file = ''
   c.custom.regression = False
   c.custom.metrics = ''  # comma-separated: accuracy,f1,mcc,pearson,spearman ('' = by task kind)
 

@@ -339,3 +339,18 @@ def test_resume_after_interruption_is_exact(tmp_path, monkeypatch):
   assert rows('resumed') == rows('straight')  # bit for bit, each step once
   assert resumed['seeds'][0]['best'] == straight['seeds'][0]['best']
   assert resumed['seeds'][0]['best_step'] == straight['seeds'][0]['best_step']
+
+
+def test_custom_labels_file_and_metrics(tmp_path):
+  (tmp_path / 'train.tsv').write_text('text\tlabel\ngood cat\tpos\nbad dog\tneg\n')
+  (tmp_path / 'labels.txt').write_text('pos\nneg\nmixed\n')
+  tokenizer = tokenization.load_tokenizer(VOCAB)
+  config = finetune_config(task='custom', **{'custom.train_file': str(tmp_path / 'train.tsv'),
+                                             'custom.labels_file': str(tmp_path / 'labels.txt')})
+  task = classification.ClassificationTask(config, tokenizer)
+  assert task.labels == ('pos', 'neg', 'mixed') and task.num_outputs == 3
+  np.testing.assert_array_equal(task.train['label'], [0, 1])
+  assert task.metric_names == ('accuracy',) and task.eval_sets == {}
+  config.custom.metrics = 'accuracy,bogus'
+  with pytest.raises(UserError, match="unknown metric 'bogus'"):
+    classification.ClassificationTask(config, tokenizer)

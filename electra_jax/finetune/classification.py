@@ -70,7 +70,11 @@ SUBMISSION_FILES = {('cola', 'test'): 'CoLA.tsv', ('sst', 'test'): 'SST-2.tsv',
                     ('mnli', 'test_mismatched'): 'MNLI-mm.tsv', ('qnli', 'test'): 'QNLI.tsv',
                     ('rte', 'test'): 'RTE.tsv', ('wnli', 'test'): 'WNLI.tsv',
                     ('mnli', 'diagnostic'): 'AX.tsv'}
-SWAP_AUGMENTED = ('mrpc', 'sts')  # the original also trains these on (B, A)
+SWAP_AUGMENTED = ('mrpc', 'sts')
+# F1 is of the positive class: label index 1 (GLUE's '1'; the 2nd of a custom task's labels).
+METRICS = {'accuracy': metrics_lib.accuracy, 'f1': metrics_lib.f1_binary,
+           'mcc': metrics_lib.matthews_corrcoef, 'pearson': metrics_lib.pearson,
+           'spearman': metrics_lib.spearman}  # the original also trains these on (B, A)
 
 
 def glue_task(name: str) -> GlueTask | None:
@@ -227,7 +231,8 @@ class ClassificationTask:
       c = config.custom
       if not c.train_file:
         raise UserError(f'unknown task {config.task!r}: use a GLUE task ({", ".join(GLUE)}), '
-                        'chunk, ner, squad1, squad2, or task=custom with --config.custom.train_file')
+                        'chunk, ner, squad1, squad2, mrqa, or task=custom with '
+                        '--config.custom.train_file')
       read = lambda p: read_custom_file(p, c.text_a, c.text_b, c.label)
       splits['train'] = read(c.train_file)
       self.dev_splits = ('dev',) if c.dev_file else ()
@@ -248,6 +253,9 @@ class ClassificationTask:
           ('pearson', 'spearman') if regression else
           ('accuracy', 'f1') if len(labels) == 2 else ('accuracy',))
       self.epochs = 3.0
+    unknown = [m for m in self.metric_names if m not in METRICS]
+    if unknown:
+      raise UserError(f'unknown metric {unknown[0]!r}; use {", ".join(METRICS)}')
     self.head = 'regression' if regression else 'classification'
     self.labels = labels
     self.num_outputs = 1 if regression else len(labels)
@@ -294,14 +302,7 @@ class ClassificationTask:
     """Metrics (percent) of one eval split; 'score' is their mean (the GLUE convention)."""
     labels = self.eval_sets[split]['label']
     predicted = predictions['prediction']
-    functions = {'accuracy': metrics_lib.accuracy, 'f1': metrics_lib.f1_binary,
-                 'mcc': metrics_lib.matthews_corrcoef, 'pearson': metrics_lib.pearson,
-                 'spearman': metrics_lib.spearman}
-    result = {}
-    for name in self.metric_names:
-      if name not in functions:
-        raise UserError(f'unknown metric {name!r}; use {", ".join(functions)}')
-      result[name] = functions[name](labels, predicted)
+    result = {name: METRICS[name](labels, predicted) for name in self.metric_names}
     result['score'] = float(np.mean([result[m] for m in self.metric_names]))
     return result
 
