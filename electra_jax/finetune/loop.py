@@ -349,5 +349,6 @@ def run(config, workdir: str) -> dict:
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'results.json'), 'w') as f:
       json.dump(results, f, indent=2)
-    print(f'{task.name}: median over {len(seeds)} seed(s): {json.dumps(median)}', flush=True)
+    print(f'{task.name}: median over {len(seeds)} seed(s): {json.dumps(median)} '
+          f'(all in {os.path.join(workdir, "results.json")})', flush=True)
   return results
