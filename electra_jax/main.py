@@ -53,7 +53,7 @@ def main(argv):
     sys.exit('error: --config and --workdir are required')
   # Orbax and XLA log every save and backend probe at INFO; keep our own INFO lines only.
   logging.get_absl_handler().addFilter(
-      lambda r: r.levelno >= std_logging.WARNING or 'electra_jax' in r.pathname)
+      lambda r: r.levelno >= std_logging.WARNING or f'{os.sep}electra_jax{os.sep}' in r.pathname)
   if os.environ.get('ELECTRA_JAX_DISTRIBUTED'):  # set by launch/ scripts on pods and multi-node
     import jax  # pylint: disable=g-import-not-at-top
     jax.distributed.initialize()

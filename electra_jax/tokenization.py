@@ -11,6 +11,7 @@ SentencePiece models are trained here (`train_sentencepiece`) with the special p
 """
 import os
 import re
+import sys
 
 import sentencepiece as spm
 import tokenizers
@@ -140,6 +141,14 @@ def load_tokenizer(path: str, do_lower_case: bool = True) -> Tokenizer:
       f'vocabulary {path} has an unknown extension: use a WordPiece vocab.txt or a SentencePiece .model')
 
 
+def _has_fileno(stream) -> bool:
+  try:
+    stream.fileno()
+    return True
+  except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation in notebooks
+    return False
+
+
 def train_sentencepiece(text_files: list[str], model_prefix: str, vocab_size: int,
                         do_lower_case: bool) -> str:
   """Trains a unigram SentencePiece model on `text_files`; returns the path of `model_prefix`.model.
@@ -155,6 +164,9 @@ def train_sentencepiece(text_files: list[str], model_prefix: str, vocab_size: in
   spm.set_random_generator_seed(_SPM_SEED)
   try:
     with open(os.devnull, 'w') as quiet:
+      # sentencepiece redirects the stderr file descriptor into `logstream`; a notebook's stderr
+      # has none, and there its log goes to the kernel's own stderr instead.
+      quiet_kwargs = {'logstream': quiet} if _has_fileno(sys.stderr) else {}
       spm.SentencePieceTrainer.train(
           input=list(text_files),
           model_prefix=model_prefix,
@@ -170,7 +182,7 @@ def train_sentencepiece(text_files: list[str], model_prefix: str, vocab_size: in
           shuffle_input_sentence=True,
           num_threads=_SPM_THREADS,
           minloglevel=1,  # its progress log is long; warnings and errors still show
-          logstream=quiet)
+          **quiet_kwargs)
   except RuntimeError as e:
     message = str(e)
     if 'Vocabulary size too high' in message or 'vocab_size' in message.lower():
