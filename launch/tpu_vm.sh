@@ -4,7 +4,7 @@
 #   launch/tpu_vm.sh create                  # TPU VM (or, with QUEUED=1, a queued resource)
 #   launch/tpu_vm.sh install                 # copy this checkout to every worker, pip install it
 #   launch/tpu_vm.sh train --config=configs/base.py --workdir=gs://BUCKET/electra_base [--config.x=y ...]
-#   launch/tpu_vm.sh logs                    # follow worker 0's log (WORKER=all: every worker's)
+#   launch/tpu_vm.sh logs                    # follow worker 0's log (WORKER=N: worker N's)
 #   launch/tpu_vm.sh stop                    # kill the training processes, keep the VM
 #   launch/tpu_vm.sh delete                  # delete the VM (and the queued resource)
 #   launch/tpu_vm.sh ssh [COMMAND]           # a command on all workers (WORKER=0 for one)
