@@ -12,10 +12,10 @@
 #   # under SLURM (srun -N4 --ntasks-per-node=1 launch/gpu.sh ...), NUM_NODES, NODE_RANK and
 #   # COORDINATOR default to SLURM_NNODES, SLURM_PROCID and the first host of SLURM_JOB_NODELIST.
 #
-# Multi-node: under SLURM it sets ELECTRA_JAX_DISTRIBUTED=1, and main.py's
-# jax.distributed.initialize() detects the rest. Elsewhere jax reads only the coordinator from the
-# environment, so the script sets JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID and runs
-# launch/distributed_main.py, which passes them to jax.distributed.initialize, then runs main.py.
+# Multi-node sets ELECTRA_JAX_DISTRIBUTED=1 (main.py then calls sharding.initialize_distributed())
+# and the variables it reads: JAX_COORDINATOR_ADDRESS (jax.distributed.initialize reads it itself),
+# JAX_NUM_PROCESSES, JAX_PROCESS_ID (passed on by initialize_distributed: jax detects these two
+# only on SLURM, Open MPI, Kubernetes and Cloud TPU).
 # The workdir must be storage every node sees (NFS, gs://): orbax writes checkpoints from all
 # processes. Build the data once first (`python -m electra_jax.main --mode=build_data ...` with
 # --config.data.data_dir=SHARED_DIR, then pass the same data_dir here): with several processes
@@ -56,16 +56,11 @@ if [[ "$NUM_NODES" -gt 1 ]]; then
     echo "error: NODE_RANK=$NODE_RANK is not in [0, $NUM_NODES)" >&2
     exit 2
   fi
+  export ELECTRA_JAX_DISTRIBUTED=1
   export JAX_COORDINATOR_ADDRESS="$COORDINATOR"
   export JAX_NUM_PROCESSES="$NUM_NODES"
   export JAX_PROCESS_ID="$NODE_RANK"
   echo "node $NODE_RANK of $NUM_NODES, coordinator $COORDINATOR" >&2
-  cd "$REPO_ROOT"
-  if [[ -n "${SLURM_JOB_ID:-}" && -z "${NO_SLURM_DETECT:-}" ]]; then
-    export ELECTRA_JAX_DISTRIBUTED=1  # jax's SLURM detection agrees with the values above
-    exec "$PYTHON" -m electra_jax.main "$@"
-  fi
-  exec "$PYTHON" launch/distributed_main.py "$@"
 fi
 
 cd "$REPO_ROOT"
