@@ -134,3 +134,22 @@ def test_bfloat16_compute_keeps_float32_params(tiny_setup):
   np.testing.assert_allclose(out16, out32, atol=0.05)
   logits16 = bf16.apply({'params': params}, ids, mask, seg, pos, method='generator_logits')
   assert logits16.dtype == jnp.float32 and logits16.shape == (2, 2, config.model.vocab_size)
+
+
+def test_dropout_rate_scale_and_rng():
+  """model.dropout (cheaper mask than nn.Dropout): drop rate, 1/(1-rate) scale, fresh mask per key."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+
+  class Drop(nn.Module):
+    @nn.compact
+    def __call__(self, x, deterministic):
+      return model_lib.dropout(self, x, 0.1, deterministic)
+
+  x = jnp.ones((3, 257, 129))  # odd sizes: the 16-bit draws are cut to x.size
+  out = Drop().apply({}, x, False, rngs={'dropout': jax.random.key(0)})
+  dropped = float(jnp.mean(out == 0))
+  assert abs(dropped - 0.1) < 0.01
+  np.testing.assert_allclose(out[out != 0], 1 / 0.9, rtol=1e-6)
+  other = Drop().apply({}, x, False, rngs={'dropout': jax.random.key(1)})
+  assert not np.array_equal(out == 0, other == 0)
+  assert Drop().apply({}, x, True) is not None and np.array_equal(Drop().apply({}, x, True), x)
