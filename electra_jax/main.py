@@ -54,10 +54,10 @@ def main(argv):
   # Orbax and XLA log every save and backend probe at INFO; keep our own INFO lines only.
   logging.get_absl_handler().addFilter(
       lambda r: r.levelno >= std_logging.WARNING or f'{os.sep}electra_jax{os.sep}' in r.pathname)
-  if os.environ.get('ELECTRA_JAX_DISTRIBUTED'):  # set by launch/ scripts on pods and multi-node
-    import jax  # pylint: disable=g-import-not-at-top
-    jax.distributed.initialize()
   try:
+    if os.environ.get('ELECTRA_JAX_DISTRIBUTED'):  # set by launch/ scripts on pods and multi-node
+      from electra_jax import sharding  # pylint: disable=g-import-not-at-top
+      sharding.initialize_distributed()  # JAX_COORDINATOR_ADDRESS etc. or cluster auto-detection
     run(_MODE.value, _CONFIG.value, _WORKDIR.value)
   except UserError as e:
     sys.exit(f'error: {e}')

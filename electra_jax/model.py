@@ -19,7 +19,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax.extend import random as extend_random
 import ml_collections
 
 
@@ -65,6 +64,7 @@ class Embeddings(nn.Module):
     self.token_type_embeddings = nn.Embed(c.type_vocab_size, c.embedding_size,
                                           embedding_init=_init(c), dtype=_dtype(c))
     self.LayerNorm = nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=_dtype(c))
+    self.dropout = nn.Dropout(c.dropout_rate)
 
   def __call__(self, input_ids, segment_ids, deterministic: bool):
     seq_len = input_ids.shape[-1]
@@ -74,49 +74,11 @@ class Embeddings(nn.Module):
     x = (self.word_embeddings(input_ids)
          + self.position_embeddings(jnp.arange(seq_len)[None, :])
          + self.token_type_embeddings(segment_ids))
-    return dropout(self, self.LayerNorm(x), self.config.dropout_rate, deterministic)
+    return self.dropout(self.LayerNorm(x), deterministic=deterministic)
 
   def attend(self, h):
     """Logits over the vocabulary with the word-embedding table as output layer (tied)."""
     return self.word_embeddings.attend(h)
-
-
-def dropout(module: nn.Module, x, rate: float, deterministic: bool):
-  """Inverted dropout like nn.Dropout, with a cheaper random mask (same rng stream: 'dropout').
-
-  nn.Dropout draws a 32-bit uniform per element, and jax's (partitionable) threefry spends one
-  whole 2x32 hash per element. Here one hash gives 4 elements: threefry_2x32 returns both 32-bit
-  words of each hash, each word split into two 16-bit draws; an element is kept when its draw
-  >= round(rate * 2^16), so the drop probability is rate to within 2^-17 (0.1 -> 0.100006).
-  On CPU the dropout masks of ELECTRA-Small cost more than its attention matmuls otherwise.
-  """
-  if deterministic or rate == 0.0:
-    return x
-  if rate >= 1.0:
-    return jnp.zeros_like(x)
-  key = module.make_rng('dropout')
-  if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-    key = jax.random.key_data(key)
-  key = key.reshape(-1)[:2].astype(jnp.uint32)  # a threefry key; other impls' first two words
-  num_words = -(-x.size // 2)  # two 16-bit draws per word
-  # Hashes the first half of the counts with the second: one hash, two output words.
-  words = extend_random.threefry_2x32(key, jnp.arange(num_words, dtype=jnp.uint32))
-  draws = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(-1)[:x.size].reshape(x.shape)
-  keep = draws >= jnp.uint16(min(round(rate * 65536), 65535))
-  return jnp.where(keep, x * jnp.asarray(1.0 / (1.0 - rate), x.dtype), jnp.zeros((), x.dtype))
-
-
-class _DenseParams(nn.Module):
-  """The kernel and bias of an nn.Dense (same names, shapes and init), without applying them: lets a
-  layer concatenate several Dense layers' weights into one matmul and keep their parameter names."""
-  features: int
-  kernel_init: Any
-
-  @nn.compact
-  def __call__(self, in_features: int):
-    kernel = self.param('kernel', self.kernel_init, (in_features, self.features), jnp.float32)
-    bias = self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
-    return kernel, bias
 
 
 class TransformerLayer(nn.Module):
@@ -131,41 +93,59 @@ class TransformerLayer(nn.Module):
     dense = lambda n, name: nn.Dense(n, kernel_init=_init(c), dtype=dtype, name=name)
     batch, seq_len, _ = x.shape
     head_dim = s.hidden_size // s.num_heads
-    # Query, key and value in one [hidden, 3 x hidden] matmul: one pass over x instead of three
-    # (and one weight-gradient matmul in the backward pass). The parameters stay three Dense layers.
-    qkv = [_DenseParams(s.hidden_size, _init(c), name=n)(x.shape[-1])
-           for n in ('query', 'key', 'value')]
-    kernel = jnp.concatenate([k for k, _ in qkv], axis=1).astype(dtype)
-    bias = jnp.concatenate([b for _, b in qkv]).astype(dtype)
-    q, k, v = jnp.split(jnp.dot(x.astype(dtype), kernel) + bias, 3, axis=-1)
     split = lambda t: t.reshape(batch, seq_len, s.num_heads, head_dim)
-    q, k, v = split(q), split(k), split(v)
+    q = split(dense(s.hidden_size, 'query')(x))
+    k = split(dense(s.hidden_size, 'key')(x))
+    v = split(dense(s.hidden_size, 'value')(x))
     if deterministic or c.attention_dropout_rate == 0.0:
       # Fused attention (cuDNN flash attention on GPU when available).
       ctx = jax.nn.dot_product_attention(q, k, v, mask=attention_mask)
     else:
       # The reference drops attention probabilities (rate 0.1), which the fused kernel can't do.
       # Set model.attention_dropout_rate=0 to train with the fused kernel instead.
-      # The 1/sqrt(d) scale goes on q ([B, T, H]), not on the [B, heads, T, T] logits.
-      q = q * jnp.asarray(1.0 / head_dim**0.5, dtype)
-      logits = jnp.einsum('bqhd,bkhd->bhqk', q, k)
+      logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) / jnp.sqrt(head_dim).astype(dtype)
       logits = jnp.where(attention_mask, logits, jnp.finfo(logits.dtype).min)
       probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(dtype)
-      probs = dropout(self, probs, c.attention_dropout_rate, deterministic=False)
+      probs = nn.Dropout(c.attention_dropout_rate)(probs, deterministic=False)
       ctx = jnp.einsum('bhqk,bkhd->bqhd', probs, v)
     ctx = ctx.reshape(batch, seq_len, s.hidden_size)
-    attn_out = dropout(self, dense(s.hidden_size, 'attention_output')(ctx), c.dropout_rate,
-                       deterministic)
+    attn_out = nn.Dropout(c.dropout_rate)(dense(s.hidden_size, 'attention_output')(ctx),
+                                          deterministic=deterministic)
     x = nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=dtype, name='attention_LayerNorm')(x + attn_out)
     h = nn.gelu(dense(s.intermediate_size, 'intermediate')(x), approximate=False)
-    h = dropout(self, dense(s.hidden_size, 'output')(h), c.dropout_rate, deterministic)
+    h = nn.Dropout(c.dropout_rate)(dense(s.hidden_size, 'output')(h), deterministic=deterministic)
     return nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=dtype, name='output_LayerNorm')(x + h)
 
 
-class Transformer(nn.Module):
-  """Projection of the (shared) embeddings to this model's width, then the layer stack."""
+class _ScannedLayer(nn.Module):
+  """One TransformerLayer as the body of nn.scan: (carry, mask) -> (carry, None)."""
   config: ml_collections.ConfigDict
   size: TransformerSize
+  deterministic: bool
+
+  @nn.compact
+  def __call__(self, x, attention_mask):
+    layer_class = _maybe_remat(TransformerLayer, self.config)
+    return layer_class(self.config, self.size, name='layer')(x, attention_mask,
+                                                             self.deterministic), None
+
+
+def _maybe_remat(layer_class, model_config):
+  # static_argnums counts self as 0: `deterministic` (arg 3) selects Python branches.
+  return nn.remat(layer_class, static_argnums=(3,)) if model_config.get('remat', False) \
+      else layer_class
+
+
+class Transformer(nn.Module):
+  """Projection of the (shared) embeddings to this model's width, then the layer stack.
+
+  `scan_layers`: the stack is one nn.scan, its params stacked under `layers/layer` with a leading
+  layer axis (see `stack_layers` / `unstack_layers`); otherwise `layer_0` .. `layer_{L-1}`.
+  `model.remat` recomputes each layer's activations in the backward pass (same params, same result).
+  """
+  config: ml_collections.ConfigDict
+  size: TransformerSize
+  scan_layers: bool = False
 
   @nn.compact
   def __call__(self, embedded, input_mask, deterministic: bool):
@@ -175,9 +155,49 @@ class Transformer(nn.Module):
       x = nn.Dense(self.size.hidden_size, kernel_init=_init(c), dtype=_dtype(c),
                    name='embeddings_project')(x)
     attention_mask = input_mask[:, None, None, :].astype(bool)  # [B, 1(heads), 1(query), keys]
+    if self.scan_layers:
+      stack = nn.scan(_ScannedLayer, variable_axes={'params': 0},
+                      split_rngs={'params': True, 'dropout': True}, in_axes=nn.broadcast,
+                      length=self.size.num_layers)
+      x, _ = stack(c, self.size, deterministic, name='layers')(x, attention_mask)
+      return x
+    layer_class = _maybe_remat(TransformerLayer, c)
     for i in range(self.size.num_layers):
-      x = TransformerLayer(c, self.size, name=f'layer_{i}')(x, attention_mask, deterministic)
+      x = layer_class(c, self.size, name=f'layer_{i}')(x, attention_mask, deterministic)
     return x
+
+
+def _is_layer_stack(tree):
+  return isinstance(tree, dict) and 'layer_0' in tree
+
+
+def stack_layers(params):
+  """Per-layer params (layer_0 .. layer_{L-1}) -> the scan layout (layers/layer, leading axis L).
+
+  Checkpoints, exports and conversion keep the per-layer layout; a scan_layers model gets this
+  stacked copy inside the step (the gradient flows back to the per-layer tree).
+  """
+  if not isinstance(params, dict):
+    return params
+  if _is_layer_stack(params):
+    count = sum(1 for k in params if k.startswith('layer_'))
+    layers = [params[f'layer_{i}'] for i in range(count)]
+    rest = {k: v for k, v in params.items() if not k.startswith('layer_')}
+    return {**rest, 'layers': {'layer': jax.tree.map(lambda *xs: jnp.stack(xs), *layers)}}
+  return {k: stack_layers(v) for k, v in params.items()}
+
+
+def unstack_layers(params):
+  """The scan layout (layers/layer with a leading layer axis) -> layer_0 .. layer_{L-1}."""
+  if not isinstance(params, dict):
+    return params
+  if 'layers' in params and isinstance(params['layers'], dict) and 'layer' in params['layers']:
+    stacked = params['layers']['layer']
+    count = jax.tree.leaves(stacked)[0].shape[0]
+    rest = {k: v for k, v in params.items() if k != 'layers'}
+    return {**rest, **{f'layer_{i}': jax.tree.map(lambda x, i=i: x[i], stacked)
+                       for i in range(count)}}
+  return {k: unstack_layers(v) for k, v in params.items()}
 
 
 class GeneratorHead(nn.Module):
@@ -225,9 +245,10 @@ class ElectraPretrainer(nn.Module):
     self.embeddings = Embeddings(c)
     if self.untied_generator_embeddings:
       self.generator_embeddings = Embeddings(c)
-    self.discriminator = Transformer(c, discriminator_size(c))
+    scan = bool(c.get('scan_layers', False))
+    self.discriminator = Transformer(c, discriminator_size(c), scan_layers=scan)
     if self.untied_generator:
-      self.generator = Transformer(c, generator_size(c))
+      self.generator = Transformer(c, generator_size(c), scan_layers=scan)
     elif generator_size(c) != discriminator_size(c):
       raise ValueError('untied_generator=False (generator shares all discriminator weights) needs '
                        'model.generator_fraction=1.0')
@@ -267,7 +288,15 @@ def make_pretrainer(config) -> ElectraPretrainer:
 
 
 def init_params(model: ElectraPretrainer, rng, seq_len: int = 8, num_predictions: int = 2) -> Any:
-  """Float32 parameters. Shapes don't depend on the batch or sequence length used here."""
+  """Float32 parameters in the per-layer layout (also for scan_layers: see `stack_layers`).
+
+  Shapes don't depend on the batch or sequence length used here.
+  """
   ids = jnp.zeros((1, seq_len), jnp.int32)
   positions = jnp.zeros((1, num_predictions), jnp.int32)
-  return model.init(rng, ids, jnp.ones_like(ids), ids, positions)['params']
+  return unstack_layers(model.init(rng, ids, jnp.ones_like(ids), ids, positions)['params'])
+
+
+def apply_params(model: ElectraPretrainer, params):
+  """The per-layer params as `model.apply` wants them (stacked for scan_layers)."""
+  return stack_layers(params) if model.model_config.get('scan_layers', False) else params

@@ -39,30 +39,80 @@ def create_train_state(model, tx, rng) -> TrainState:
 
 
 def train_step(state: TrainState, batch, rng, *, model, tx, learning_rate_fn, objective_config,
-               special, max_predictions):
-  """One optimizer step on one global batch."""
+               special, max_predictions, grad_accum_steps: int = 1):
+  """One optimizer step on one global batch (in `grad_accum_steps` microbatches)."""
   step_rng = jax.random.fold_in(rng, state.step)
+  if grad_accum_steps == 1:
+    def loss_fn(params):
+      return objective.electra_loss(model, model_lib.apply_params(model, params), batch, step_rng,
+                                    objective_config, special, max_predictions,
+                                    deterministic=False)
 
-  def loss_fn(params):
-    return objective.electra_loss(model, params, batch, step_rng, objective_config, special,
-                                  max_predictions, deterministic=False)
-
-  (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    sums = objective.pretraining_metrics(aux)
+    auc_inputs = {k: aux[k] for k in ('disc_labels', 'disc_probs', 'disc_weights') if k in aux}
+  else:
+    loss, grads, sums, auc_inputs = _accumulated_gradients(
+        state.params, batch, step_rng, grad_accum_steps, model=model,
+        objective_config=objective_config, special=special, max_predictions=max_predictions)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  metrics = objective.summarize_metrics(objective.pretraining_metrics(aux))
+  metrics = objective.summarize_metrics(sums)
   metrics.update(loss=loss, grad_norm=optax.tree.norm(grads),
                  learning_rate=learning_rate_fn(state.step))
-  if 'disc_probs' in aux:
-    metrics['disc_auc'] = objective.binary_auc(aux['disc_labels'], aux['disc_probs'],
-                                               aux['disc_weights'])
+  if auc_inputs:
+    metrics['disc_auc'] = objective.binary_auc(auc_inputs['disc_labels'], auc_inputs['disc_probs'],
+                                               auc_inputs['disc_weights'])
   return TrainState(state.step + 1, params, opt_state), metrics
+
+
+def _accumulated_gradients(params, batch, step_rng, num_micro, *, model, objective_config, special,
+                           max_predictions):
+  """Loss and gradient of the whole batch, summed over `num_micro` microbatches in a lax.scan.
+
+  The reference averages the MLM loss over the batch's used masked slots and the discriminator
+  loss over its real tokens. Both counts are known before any model call (the number of masked
+  slots of a sequence depends on its tokens only, not on the random draw), so each microbatch
+  divides its loss *sums* by the whole batch's counts and the summed gradient is the big batch's.
+  Microbatch i draws its randomness from fold_in(step_rng, i) and holds rows i, i + n, i + 2n ..
+  (n = num_micro), so every device keeps its share of each microbatch.
+  """
+  o = objective_config
+  ids, input_mask = batch['input_ids'], batch['input_mask']
+  masked = objective.mask_tokens(step_rng, ids, input_mask, special, o.mask_prob, max_predictions)
+  mlm_count = jnp.sum(masked.masked_lm_weights) + 1e-6  # the +1e-6 of objective's losses
+  disc_count = jnp.sum(input_mask.astype(jnp.float32)) + 1e-6
+  micro_batches = jax.tree.map(
+      lambda x: jnp.swapaxes(x.reshape(x.shape[0] // num_micro, num_micro, *x.shape[1:]), 0, 1),
+      batch)
+
+  def micro_loss(p, micro, micro_rng):
+    _, aux = objective.electra_loss(model, model_lib.apply_params(model, p), micro, micro_rng, o,
+                                    special, max_predictions, deterministic=False)
+    loss = o.gen_weight * jnp.sum(aux['mlm_per_slot'] * aux['mlm_weights']) / mlm_count
+    if 'disc_per_token' in aux:
+      loss += o.disc_weight * jnp.sum(aux['disc_per_token'] * aux['disc_weights']) / disc_count
+    return loss, aux
+
+  def body(grad_sum, xs):
+    micro, index = xs
+    (loss, aux), grads = jax.value_and_grad(micro_loss, has_aux=True)(
+        params, micro, jax.random.fold_in(step_rng, index))
+    auc_inputs = {k: aux[k] for k in ('disc_labels', 'disc_probs', 'disc_weights') if k in aux}
+    return (jax.tree.map(jnp.add, grad_sum, grads),
+            (loss, objective.pretraining_metrics(aux), auc_inputs))
+
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  grads, (losses, sums, auc_inputs) = jax.lax.scan(body, zeros,
+                                                   (micro_batches, jnp.arange(num_micro)))
+  sums = jax.tree.map(lambda x: jnp.sum(x, axis=0), sums)
+  return jnp.sum(losses), grads, sums, auc_inputs
 
 
 def eval_step(params, batch, rng, *, model, objective_config, special, max_predictions):
   """Metric sums of one held-out batch (no dropout; fixed masking/sampling rng per batch)."""
-  _, aux = objective.electra_loss(model, params, batch, rng, objective_config, special,
-                                  max_predictions, deterministic=True)
+  _, aux = objective.electra_loss(model, model_lib.apply_params(model, params), batch, rng,
+                                  objective_config, special, max_predictions, deterministic=True)
   sums = objective.pretraining_metrics(aux)
   auc_inputs = {k: aux[k] for k in ('disc_labels', 'disc_probs', 'disc_weights') if k in aux}
   return sums, auc_inputs
@@ -104,6 +154,10 @@ def check_config(config, meta, num_devices: int):
   if config.batch_size % num_devices:
     raise UserError(f'batch_size {config.batch_size} is not divisible by the {num_devices} devices '
                     'of the batch axes')
+  if config.grad_accum_steps < 1 or config.batch_size % (config.grad_accum_steps * num_devices):
+    raise UserError(f'batch_size {config.batch_size} must be divisible by grad_accum_steps '
+                    f'{config.grad_accum_steps} x the {num_devices} devices of the batch axes '
+                    '(every microbatch is split over all of them)')
 
 
 class MetricsLog:
@@ -154,7 +208,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   workdir = os.path.abspath(workdir)
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, '.write_test')
+    probe = os.path.join(workdir, f'.write_test.{jax.process_index()}')  # processes share it
     open(probe, 'w').close()
     os.remove(probe)
   except OSError as e:
@@ -172,18 +226,22 @@ def train_and_evaluate(config, workdir: str) -> dict:
   special = objective.SpecialIds(meta['pad_id'], meta['cls_id'], meta['sep_id'], meta['mask_id'])
   max_predictions = objective.max_predictions_per_seq(
       config.objective.mask_prob, config.max_seq_length, config.objective.max_predictions)
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json_best_effort(indent=2))
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
 
-  # Model, optimizer, state (created on device, replicated).
+  # Model, optimizer, state: created on device, already sharded (sharding.param_spec).
   model = model_lib.make_pretrainer(config)
   learning_rate_fn = optim.learning_rate_schedule(config.optim, config.num_train_steps)
   tx = optim.make_optimizer(config.optim, config.num_train_steps, learning_rate_fn)
   init_rng, train_rng, eval_rng = jax.random.split(jax.random.key(config.seed), 3)
   repl = sharding.replicated(mesh)
-  init_fn = jax.jit(functools.partial(create_train_state, model, tx), out_shardings=repl)
-  abstract_state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl),
-                                jax.eval_shape(init_fn, init_rng))
+  create = functools.partial(create_train_state, model, tx)
+  state_sharding = sharding.state_shardings(mesh, jax.eval_shape(create, init_rng),
+                                            config.fsdp_min_size)
+  init_fn = jax.jit(create, out_shardings=state_sharding)
+  abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                                jax.eval_shape(init_fn, init_rng), state_sharding)
   manager = checkpoint.checkpoint_manager(workdir, config)
   state = checkpoint.restore_latest(manager, abstract_state)
   if state is None:
@@ -191,8 +249,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if config.init_checkpoint:  # a new run from imported weights; the optimizer starts afresh
       from electra_jax import convert  # pylint: disable=g-import-not-at-top
       params = jax.device_put(convert.initial_params(config, state.params, meta['vocab_path']),
-                              repl)
-      state = state.replace(params=params, opt_state=jax.jit(tx.init, out_shardings=repl)(params))
+                              state_sharding.params)
+      state = state.replace(params=params, opt_state=jax.jit(
+          tx.init, out_shardings=state_sharding.opt_state)(params))
   start_step = int(state.step)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
 
@@ -200,10 +259,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
                      max_predictions=max_predictions)
   batch_shard = sharding.batch_sharding(mesh)
   p_train_step = jax.jit(
-      functools.partial(train_step, tx=tx, learning_rate_fn=learning_rate_fn, **step_kwargs),
-      in_shardings=(repl, batch_shard, repl), out_shardings=(repl, repl), donate_argnums=(0,))
+      functools.partial(train_step, tx=tx, learning_rate_fn=learning_rate_fn,
+                        grad_accum_steps=config.grad_accum_steps, **step_kwargs),
+      in_shardings=(state_sharding, batch_shard, repl), out_shardings=(state_sharding, repl),
+      donate_argnums=(0,))
   p_eval_step = jax.jit(functools.partial(eval_step, **step_kwargs),
-                        in_shardings=(repl, batch_shard, repl), out_shardings=repl)
+                        in_shardings=(state_sharding.params, batch_shard, repl),
+                        out_shardings=repl)
 
   log = MetricsLog(workdir, start_step)
   log.write('info', start_step, {'num_params': float(num_params)},
@@ -249,10 +311,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
     manager.wait_until_finished()
     manager.close()
 
+  final_params = sharding.gather_to_host(state.params)  # a collective: every process calls it
   if jax.process_index() == 0:
     vocab_info = {k: meta[k] for k in ('vocab_path', 'vocab_kind', 'vocab_size', 'do_lower_case',
                                        'pad_id', 'unk_id', 'cls_id', 'sep_id', 'mask_id')
                   if k in meta}
-    checkpoint.export_pretrained(os.path.join(workdir, 'pretrained'), state.params, config,
+    checkpoint.export_pretrained(os.path.join(workdir, 'pretrained'), final_params, config,
                                  vocab_info)
   return {'train': train_metrics, 'eval': eval_metrics, 'step': int(state.step)}

@@ -1,7 +1,10 @@
 """Shared test set-up: 8 simulated CPU devices (set before jax is imported) and tiny configs."""
 import os
 
-os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+# Optimization level 0: XLA's CPU backend then compiles the tiny test models ~3x faster (12 s -> 4 s
+# for a train step on 2 busy cores); they run in milliseconds either way.
+os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8 '
+                      '--xla_backend_optimization_level=0')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
@@ -44,3 +47,37 @@ def tiny_config(vocab_size=128, **overrides):
 @pytest.fixture
 def tiny():
   return tiny_config
+
+
+def run_train_steps(config, batch, num_steps=3, special=(0, 2, 3, 4), max_predictions=3,
+                    init_rng=None, step_rng=None):
+  """`num_steps` jitted train steps on the mesh `config.mesh_shape`, states sharded as in train.py.
+
+  `batch` is one global numpy batch (used every step) or a list of them. Returns (final state,
+  params as numpy, metrics of the last step as numpy, per-step losses).
+  """
+  import functools  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from electra_jax import model as model_lib, objective, optim, sharding, train  # pylint: disable=g-import-not-at-top
+  model = model_lib.make_pretrainer(config)
+  lr = optim.learning_rate_schedule(config.optim, config.num_train_steps)
+  tx = optim.make_optimizer(config.optim, config.num_train_steps, lr)
+  mesh = sharding.make_mesh(config.mesh_shape)
+  create = functools.partial(train.create_train_state, model, tx)
+  init_rng = jax.random.key(0) if init_rng is None else init_rng
+  state_sharding = sharding.state_shardings(mesh, jax.eval_shape(create, init_rng),
+                                            config.fsdp_min_size)
+  state = jax.jit(create, out_shardings=state_sharding)(init_rng)
+  step = jax.jit(functools.partial(
+      train.train_step, model=model, tx=tx, learning_rate_fn=lr, objective_config=config.objective,
+      special=objective.SpecialIds(*special), max_predictions=max_predictions,
+      grad_accum_steps=config.grad_accum_steps),
+      in_shardings=(state_sharding, sharding.batch_sharding(mesh), sharding.replicated(mesh)),
+      out_shardings=(state_sharding, sharding.replicated(mesh)))
+  batches = batch if isinstance(batch, list) else [batch] * num_steps
+  step_rng = jax.random.key(1) if step_rng is None else step_rng
+  losses = []
+  for b in batches:
+    state, metrics = step(state, sharding.global_batch(mesh, b), step_rng)
+    losses.append(float(metrics['loss']))
+  return state, jax.device_get(state.params), jax.device_get(metrics), losses

@@ -1,6 +1,5 @@
 """The pre-training loop end to end on tiny data: learning, exact resume (also after kill -9),
-sharded == single-device, the demo config, and bad input."""
-import functools
+the demo config, and bad input (meshes: test_sharding.py)."""
 import json
 import os
 import random
@@ -20,9 +19,6 @@ from electra_jax import checkpoint
 from electra_jax import input_pipeline
 from electra_jax import main as main_lib
 from electra_jax import model as model_lib
-from electra_jax import objective
-from electra_jax import optim
-from electra_jax import sharding
 from electra_jax import train
 from electra_jax.errors import UserError
 
@@ -186,39 +182,6 @@ def test_kill_9_then_same_command_resumes_bit_for_bit(data_dir, tmp_path):
   for step in straight:
     assert resumed[step]['loss'] == straight[step]['loss'], step
     assert resumed[step]['disc_auc'] == straight[step]['disc_auc'], step
-
-
-@pytest.mark.parametrize('mesh_shape', [(8, 1, 1), (2, 4, 1), (1, 8, 1)])
-def test_sharded_step_equals_single_device(mesh_shape):
-  config = tiny_config()
-  model = model_lib.make_pretrainer(config)
-  lr = optim.learning_rate_schedule(config.optim, 100)
-  tx = optim.make_optimizer(config.optim, 100, lr)
-  special = objective.SpecialIds(0, 2, 3, 4)
-  step_fn = functools.partial(train.train_step, model=model, tx=tx, learning_rate_fn=lr,
-                              objective_config=config.objective, special=special,
-                              max_predictions=3)
-  rng = np.random.default_rng(0)
-  ids = rng.integers(5, config.model.vocab_size, (8, 16)).astype(np.int32)
-  ids[:, 0] = 2
-  batch = {'input_ids': ids, 'input_mask': np.ones_like(ids), 'segment_ids': np.zeros_like(ids)}
-
-  def run(mesh):
-    repl = sharding.replicated(mesh)
-    state = jax.jit(functools.partial(train.create_train_state, model, tx),
-                    out_shardings=repl)(jax.random.key(0))
-    f = jax.jit(step_fn, in_shardings=(repl, sharding.batch_sharding(mesh), repl),
-                out_shardings=(repl, repl))
-    for _ in range(3):
-      state, metrics = f(state, sharding.global_batch(mesh, batch), jax.random.key(1))
-    return jax.device_get(state.params), jax.device_get(metrics)
-
-  params1, metrics1 = run(sharding.make_mesh((1, 1, 1)))
-  params8, metrics8 = run(sharding.make_mesh(mesh_shape))
-  for k in ('loss', 'mlm_loss', 'disc_loss', 'disc_auc'):
-    np.testing.assert_allclose(metrics8[k], metrics1[k], rtol=1e-5, err_msg=k)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-               params8, params1)
 
 
 def load_demo_config():
