@@ -284,16 +284,16 @@ class ElectraPretrainer(nn.Module):
   model_config: ml_collections.ConfigDict
   untied_generator_embeddings: bool = False
   untied_generator: bool = True
+  scan_layers: bool = False  # the layer stacks as nn.scan (model.scan_layers); see stack_layers
 
   def setup(self):
     c = self.model_config
     self.embeddings = Embeddings(c)
     if self.untied_generator_embeddings:
       self.generator_embeddings = Embeddings(c)
-    scan = bool(c.get('scan_layers', False))
-    self.discriminator = Transformer(c, discriminator_size(c), scan_layers=scan)
+    self.discriminator = Transformer(c, discriminator_size(c), scan_layers=self.scan_layers)
     if self.untied_generator:
-      self.generator = Transformer(c, generator_size(c), scan_layers=scan)
+      self.generator = Transformer(c, generator_size(c), scan_layers=self.scan_layers)
     elif generator_size(c) != discriminator_size(c):
       raise ValueError('untied_generator=False (generator shares all discriminator weights) needs '
                        'model.generator_fraction=1.0')
@@ -329,19 +329,22 @@ class ElectraPretrainer(nn.Module):
 def make_pretrainer(config) -> ElectraPretrainer:
   return ElectraPretrainer(config.model,
                            untied_generator_embeddings=config.objective.untied_generator_embeddings,
-                           untied_generator=config.objective.untied_generator)
+                           untied_generator=config.objective.untied_generator,
+                           scan_layers=bool(config.model.get('scan_layers', False)))
 
 
 def init_params(model: ElectraPretrainer, rng, seq_len: int = 8, num_predictions: int = 2) -> Any:
-  """Float32 parameters in the per-layer layout (also for scan_layers: see `stack_layers`).
+  """Float32 parameters in the per-layer layout, the same values with or without scan_layers.
 
   Shapes don't depend on the batch or sequence length used here.
   """
   ids = jnp.zeros((1, seq_len), jnp.int32)
   positions = jnp.zeros((1, num_predictions), jnp.int32)
-  return unstack_layers(model.init(rng, ids, jnp.ones_like(ids), ids, positions)['params'])
+  # The loop model names each layer's init rng by its path; a scan would split them differently.
+  loop_model = model.clone(scan_layers=False)
+  return loop_model.init(rng, ids, jnp.ones_like(ids), ids, positions)['params']
 
 
 def apply_params(model: ElectraPretrainer, params):
   """The per-layer params as `model.apply` wants them (stacked for scan_layers)."""
-  return stack_layers(params) if model.model_config.get('scan_layers', False) else params
+  return stack_layers(params) if model.scan_layers else params

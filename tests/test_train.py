@@ -1,5 +1,6 @@
 """The pre-training loop end to end on tiny data: learning, exact resume (also after kill -9),
 the demo config, and bad input (meshes: test_sharding.py)."""
+import functools
 import json
 import os
 import random
@@ -7,13 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from conftest import run_train_steps, tiny_config
 from electra_jax import build_data
 from electra_jax import checkpoint
 from electra_jax import input_pipeline
@@ -130,7 +132,7 @@ def test_resume_after_interruption_is_exact(data_dir, tmp_path, monkeypatch):
 TINY_CONFIG_FILE = '''
 import sys
 sys.path.insert(0, {tests!r})
-from conftest import tiny_config
+from conftest import run_train_steps, tiny_config
 
 def get_config():
   c = tiny_config(vocab_size={vocab_size}, num_train_steps=600, checkpoint_every_steps=25,
@@ -232,3 +234,73 @@ def test_command_line_bad_input_is_one_line(tmp_path, flag, expected):
   assert out.returncode != 0
   assert 'Traceback' not in out.stderr, out.stderr[-3000:]
   assert expected in out.stderr
+
+
+# ---- Train-step variants: each equals the plain float32 step (bfloat16: close to it).
+
+def fixed_uniform(key, shape=(), dtype=jnp.float32, minval=0.0, maxval=1.0):
+  """A stand-in for jax.random.uniform whose draws repeat on every row: a microbatch then sees the
+  same masks and samples as its rows in the whole batch, so accumulation must match exactly."""
+  del key
+  per_row = (jnp.arange(int(np.prod(shape[1:])), dtype=jnp.float32) * 0.6180339 + 0.1) % 1.0
+  values = jnp.broadcast_to(per_row.reshape(shape[1:]), shape)
+  return (minval + (maxval - minval) * values).astype(dtype)
+
+
+def variant_batch():
+  """Rows of different real lengths: per-microbatch means would weigh their tokens unequally."""
+  rng = np.random.default_rng(0)
+  ids = rng.integers(5, 128, (8, 16)).astype(np.int32)
+  ids[:, 0] = 2
+  mask = (np.arange(16)[None, :] < rng.integers(5, 17, (8, 1))).astype(np.int32)
+  return {'input_ids': ids * mask, 'input_mask': mask, 'segment_ids': np.zeros_like(ids)}
+
+
+def run_variant(**overrides):
+  config = tiny_config(num_train_steps=100, **{'model.dropout_rate': 0.0,
+                                               'model.attention_dropout_rate': 0.0, **overrides})
+  with mock.patch.object(jax.random, 'uniform', fixed_uniform):
+    _, params, metrics, losses = run_train_steps(config, variant_batch(), num_steps=2)
+  return params, metrics, losses
+
+
+@functools.lru_cache(maxsize=None)
+def plain_step_result():
+  return run_variant()
+
+
+@pytest.mark.parametrize('overrides', [
+    {'grad_accum_steps': 2}, {'grad_accum_steps': 4}, {'model.remat': True},
+    {'model.scan_layers': True}, {'model.scan_layers': True, 'model.remat': True}],
+    ids=['accum2', 'accum4', 'remat', 'scan', 'scan_remat'])
+def test_step_variant_equals_plain_step(overrides):
+  params, metrics, losses = run_variant(**overrides)
+  params1, metrics1, losses1 = plain_step_result()
+  np.testing.assert_allclose(losses, losses1, rtol=1e-5)
+  for k in ('mlm_loss', 'disc_loss', 'disc_auc', 'disc_accuracy', 'grad_norm'):
+    np.testing.assert_allclose(metrics[k], metrics1[k], rtol=1e-5, err_msg=k)
+  # Same (per-layer) parameter tree, same values.
+  assert jax.tree.structure(params) == jax.tree.structure(params1)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), params, params1)
+
+
+def test_bfloat16_compute_is_close_to_float32():
+  _, _, losses = run_variant(**{'model.dtype': 'bfloat16'})
+  _, _, losses1 = plain_step_result()
+  np.testing.assert_allclose(losses, losses1, rtol=2e-2)
+
+
+def test_stack_layers_round_trip():
+  config = tiny_config(**{'model.scan_layers': True})
+  model = model_lib.make_pretrainer(config)
+  params = jax.jit(functools.partial(model_lib.init_params, model))(jax.random.key(0))
+  assert 'layer_1' in params['discriminator'] and 'layers' not in params['discriminator']
+  stacked = model_lib.stack_layers(params)
+  assert stacked['discriminator']['layers']['layer']['query']['kernel'].shape == (2, 32, 32)
+  jax.tree.map(np.testing.assert_array_equal, model_lib.unstack_layers(stacked), params)
+
+
+def test_grad_accum_steps_must_divide_the_batch():
+  meta = {'vocab_size': 128, 'max_seq_length': 16, 'data_dir': 'd'}
+  with pytest.raises(UserError, match='grad_accum_steps'):
+    train.check_config(tiny_config(grad_accum_steps=3), meta, 1)
