@@ -114,3 +114,99 @@ def test_mesh_step_equals_one_device(mesh_shape):
   if tensor > 1:  # the vocabulary dim on 'tensor'
     assert embedding.sharding.spec[0] == 'tensor'
     assert embedding.addressable_shards[0].data.shape[0] == 128 // tensor
+
+
+TWO_PROCESS_CONFIG = '''
+import sys
+sys.path.insert(0, {tests!r})
+from conftest import tiny_config
+
+def get_config():
+  c = tiny_config(vocab_size={vocab_size}, mesh_shape=(1, 2, 2), fsdp_min_size=64,
+                  num_train_steps=3, eval_every_steps=3, eval_steps=1, checkpoint_every_steps=3,
+                  **{{'model.num_layers': 1}})
+  c.data.update({data!r})
+  return c
+'''
+
+
+def tiny_pretraining_data(tmp_path):
+  """Two train shards (one per process) of a tiny WordPiece corpus."""
+  from electra_jax import build_data  # pylint: disable=g-import-not-at-top
+  words = 'the a cat dog sat ran on under mat log big small and it was happy sad'.split()
+  vocab = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', '.'] + words
+  rng = np.random.default_rng(0)
+  docs = ['\n'.join(' '.join(rng.choice(words, 9)) + '.' for _ in range(4)) for _ in range(40)]
+  (tmp_path / 'corpus.txt').write_text('\n\n'.join(docs) + '\n')
+  (tmp_path / 'vocab.txt').write_text('\n'.join(vocab) + '\n')
+  config = tiny_config(vocab_size=len(vocab))
+  config.data.update(corpus=str(tmp_path / 'corpus.txt'), vocab=str(tmp_path / 'vocab.txt'),
+                     data_dir=str(tmp_path / 'data'), num_shards=2, num_processes=1,
+                     eval_fraction=0.1, shuffle_buffer=64)
+  build_data.build_pretraining_data(config, str(tmp_path))
+  return config
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_equal_one(tmp_path):
+  """`main` in 2 CPU processes x 2 devices (jax.distributed, gloo collectives), mesh (1, 2, 2):
+  each process reads its own shard; the losses equal one device fed the same global batches;
+  only process 0 logs; the checkpoint and the export are written."""
+  import json  # pylint: disable=g-import-not-at-top
+  from electra_jax import build_data, input_pipeline, objective  # pylint: disable=g-import-not-at-top
+  data_config = tiny_pretraining_data(tmp_path)
+  config_file = tmp_path / 'two_process_config.py'
+  config_file.write_text(TWO_PROCESS_CONFIG.format(
+      tests=os.path.join(ROOT, 'tests'), vocab_size=data_config.model.vocab_size,
+      data=data_config.data.to_dict()))
+  workdir = tmp_path / 'work'
+  port = free_port()
+  procs = []
+  for i in range(2):
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu', ELECTRA_JAX_DISTRIBUTED='1',
+               JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}', JAX_NUM_PROCESSES='2',
+               JAX_PROCESS_ID=str(i), XLA_FLAGS='--xla_force_host_platform_device_count=2 '
+               '--xla_backend_optimization_level=0')
+    log = open(tmp_path / f'process_{i}.log', 'w')
+    procs.append(subprocess.Popen(
+        [sys.executable, '-m', 'electra_jax.main', f'--config={config_file}',
+         f'--workdir={workdir}'], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+  try:
+    codes = [p.wait(timeout=300) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  logs = [(tmp_path / f'process_{i}.log').read_text() for i in range(2)]
+  assert codes == [0, 0], logs[0][-3000:] + '\n----\n' + logs[1][-3000:]
+  assert 'electra_jax:' in logs[0] and 'electra_jax:' not in logs[1]  # process 0 logs
+  with open(workdir / 'metrics.jsonl') as f:
+    rows = [json.loads(l) for l in f]
+  losses = [r['loss'] for r in rows if r['kind'] == 'train']
+  assert len(losses) == 3
+  assert (workdir / 'checkpoints' / '3').is_dir()
+  assert (workdir / 'pretrained' / 'discriminator.msgpack').exists()
+
+  # One device, fed each step the two processes' local batches concatenated.
+  config = tiny_config(vocab_size=data_config.model.vocab_size, num_train_steps=3,
+                       **{'model.num_layers': 1})
+  config.data.update(data_config.data.to_dict())
+  meta = build_data.load_meta(config.data.data_dir)
+  local = [input_pipeline.train_batches(config, meta, 0, i, 2) for i in range(2)]
+  batches = []
+  for _ in range(3):
+    parts = [next(it) for it in local]
+    batches.append({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+  init_rng, step_rng, _ = jax.random.split(jax.random.key(config.seed), 3)
+  _, _, _, expected = run_train_steps(
+      config, batches, init_rng=init_rng, step_rng=step_rng,
+      special=(meta['pad_id'], meta['cls_id'], meta['sep_id'], meta['mask_id']),
+      max_predictions=objective.max_predictions_per_seq(config.objective.mask_prob,
+                                                        config.max_seq_length))
+  print(f'2 processes: losses {losses}, one device {expected}')
+  np.testing.assert_allclose(losses, expected, rtol=1e-5)
