@@ -210,3 +210,10 @@ def test_two_processes_equal_one(tmp_path):
                                                         config.max_seq_length))
   print(f'2 processes: losses {losses}, one device {expected}')
   np.testing.assert_allclose(losses, expected, rtol=1e-5)
+
+  # This process (8 devices) resumes the 2-process checkpoint on another mesh, sharded.
+  config.update(mesh_shape=(2, 2, 2), fsdp_min_size=64, num_train_steps=4, eval_steps=1)
+  result = train.train_and_evaluate(config, str(workdir))
+  assert result['step'] == 4
+  with open(workdir / 'metrics.jsonl') as f:
+    assert [json.loads(l)['step'] for l in f if '"train"' in l] == [1, 2, 3, 4]
