@@ -248,8 +248,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     state = init_fn(init_rng)
     if config.init_checkpoint:  # a new run from imported weights; the optimizer starts afresh
       from electra_jax import convert  # pylint: disable=g-import-not-at-top
-      params = jax.device_put(convert.initial_params(config, state.params, meta['vocab_path']),
-                              state_sharding.params)
+      # gather_to_host: the fresh params may be split across processes; every process calls it.
+      imported = convert.initial_params(config, sharding.gather_to_host(state.params),
+                                        meta['vocab_path'])
+      params = jax.device_put(imported, state_sharding.params)
       state = state.replace(params=params, opt_state=jax.jit(
           tx.init, out_shardings=state_sharding.opt_state)(params))
   start_step = int(state.step)
