@@ -271,8 +271,10 @@ def plain_step_result():
 
 @pytest.mark.parametrize('overrides', [
     {'grad_accum_steps': 2}, {'grad_accum_steps': 4}, {'model.remat': True},
-    {'model.scan_layers': True}, {'model.scan_layers': True, 'model.remat': True}],
-    ids=['accum2', 'accum4', 'remat', 'scan', 'scan_remat'])
+    {'model.scan_layers': True}, {'model.scan_layers': True, 'model.remat': True},
+    {'grad_accum_steps': 2, 'model.scan_layers': True, 'mesh_shape': (2, 2, 2),
+     'fsdp_min_size': 64}],
+    ids=['accum2', 'accum4', 'remat', 'scan', 'scan_remat', 'accum2_scan_mesh222'])
 def test_step_variant_equals_plain_step(overrides):
   params, metrics, losses = run_variant(**overrides)
   params1, metrics1, losses1 = plain_step_result()
