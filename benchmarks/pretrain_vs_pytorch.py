@@ -9,7 +9,8 @@ embedding module (word/position/type embeddings and their LayerNorm) and its out
 word embeddings; the same masking (85% [MASK] / 15% kept, same max_predictions), generator logits at
 the masked positions only (as ours and the reference; HF's stock forward would compute all 128),
 Gumbel sampling without gradient, loss = mlm + 50 x disc, AdamW (decay off for LayerNorm/bias) +
-global-norm clip 1.0, dropout as the config says. Eager PyTorch on torch.get_num_threads() threads.
+global-norm clip 1.0, dropout as the config says. Eager PyTorch on as many threads as cores, in a
+child process (in-process with XLA it ran 4-5x slower than alone).
 
 The two are timed in alternating rounds (ours, peer, ours, peer, ...) so that load from other jobs
 on a shared machine hits both alike; the tables give the median and the best round. MFU = analytic training
@@ -18,6 +19,8 @@ measured here with a large jnp.dot (and torch.matmul).
 """
 import os
 import statistics
+import subprocess
+import sys
 import time
 
 from absl import app
@@ -36,6 +39,7 @@ _ROUNDS = flags.DEFINE_integer('rounds', 4, 'Alternating timing rounds (ours, th
 _STEPS = flags.DEFINE_integer('steps', 3, 'Steps per round for each side.')
 _PEER = flags.DEFINE_bool('peer', True, 'Also time the HF transformers PyTorch step.')
 _MATMUL_SIZE = flags.DEFINE_integer('matmul_size', 2048, 'n of the n x n x n peak matmul.')
+_PEER_WORKER = flags.DEFINE_bool('peer_worker', False, 'Internal: be the PyTorch process.')
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -209,10 +213,68 @@ class TorchPeer:
     return loss.item()
 
 
+def peer_worker(config):
+  """The PyTorch side, in its own process: reads a step count per line, runs that many steps,
+  answers 'seconds loss'. A separate process because, in one process with XLA, PyTorch's steps were
+  4-5x slower than alone (2.4 s alone vs 10-16 s interleaved, ELECTRA-Small batch 32)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  torch.set_num_threads(os.cpu_count())
+  peer = TorchPeer(config, train_step_bench.random_batch(config),
+                   train_step_bench.max_predictions(config), train_step_bench.SPECIAL)
+  loss = peer.step()  # warm-up (allocator, oneDNN primitives)
+  print(f'ready {peer.num_params()} {torch.__version__} {torch.get_num_threads()} '
+        f'{peer.attn_implementation} {torch_matmul_peak(_MATMUL_SIZE.value)}', flush=True)
+  for line in sys.stdin:
+    command = line.split()
+    if command[0] == 'peak':
+      print(torch_matmul_peak(_MATMUL_SIZE.value), flush=True)
+      continue
+    t0 = time.perf_counter()
+    for _ in range(int(command[0])):
+      loss = peer.step()
+    print(f'{time.perf_counter() - t0} {loss}', flush=True)
+
+
+class PeerProcess:
+  """This script again with --peer_worker (same flags, so the same config and batch)."""
+
+  def __init__(self):
+    self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), '--peer_worker']
+                                 + sys.argv[1:], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 text=True)
+    ready = self._read().split()
+    if not ready or ready[0] != 'ready':
+      raise RuntimeError(f'the PyTorch process did not start: {ready}')
+    self.num_params, self.torch_version, self.threads = int(ready[1]), ready[2], int(ready[3])
+    self.attn_implementation, self.peak = ready[4], float(ready[5])
+
+  def _read(self):
+    return self.proc.stdout.readline()
+
+  def steps(self, n):
+    """Runs n steps there; returns (seconds per step, last loss)."""
+    self.proc.stdin.write(f'{n}\n')
+    self.proc.stdin.flush()
+    seconds, loss = self._read().split()
+    return float(seconds) / n, float(loss)
+
+  def matmul_peak(self):
+    self.proc.stdin.write('peak\n')
+    self.proc.stdin.flush()
+    return float(self._read())
+
+  def close(self):
+    self.proc.stdin.close()
+    self.proc.wait()
+
+
 # ---------------------------------------------------------------------------------------------------
 
 
 def main(_):
+  if _PEER_WORKER.value:
+    peer_worker(_CONFIG.value)
+    return
   config = _CONFIG.value
   cores = os.cpu_count()
   load_before = os.getloadavg()
@@ -228,15 +290,9 @@ def main(_):
   compile_s = time.perf_counter() - t0
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
 
-  peer = None
-  if _PEER.value:
-    import torch  # pylint: disable=g-import-not-at-top
-    torch.set_num_threads(cores)
-    peer = TorchPeer(config, jax.device_get(batch), num_predictions, train_step_bench.SPECIAL)
-    peer.step()  # warm-up (allocator, oneDNN primitives)
-
+  peer = PeerProcess() if _PEER.value else None
   peak = jax_matmul_peak(_MATMUL_SIZE.value)
-  torch_peak = torch_matmul_peak(_MATMUL_SIZE.value) if peer else None
+  torch_peak = peer.peak if peer else None
 
   ours_s, peer_s = [], []
   for _ in range(_ROUNDS.value):
@@ -246,14 +302,13 @@ def main(_):
     jax.block_until_ready(metrics)
     ours_s.append((time.perf_counter() - t0) / _STEPS.value)
     if peer:
-      t0 = time.perf_counter()
-      for _ in range(_STEPS.value):
-        peer_loss = peer.step()
-      peer_s.append((time.perf_counter() - t0) / _STEPS.value)
+      seconds, peer_loss = peer.steps(_STEPS.value)
+      peer_s.append(seconds)
   # The peak again after the rounds: the best of both, so that a busy moment doesn't lower it.
   peak = max(peak, jax_matmul_peak(_MATMUL_SIZE.value))
   if peer:
-    torch_peak = max(torch_peak, torch_matmul_peak(_MATMUL_SIZE.value))
+    torch_peak = max(torch_peak, peer.matmul_peak())
+    peer.close()
   load_after = os.getloadavg()
 
   m = config.model
@@ -264,7 +319,7 @@ def main(_):
   print(f'machine: {cores} cores, {jax.device_count()} x {jax.devices()[0].device_kind}; '
         f'load average {load_before[0]:.2f} before, {load_after[0]:.2f} after (1 min)')
   print(f'params: ours {num_params / 1e6:.2f}M' +
-        (f', peer {peer.num_params() / 1e6:.2f}M' if peer else ''))
+        (f', peer {peer.num_params / 1e6:.2f}M' if peer else ''))
   print('analytic training FLOPs/step: ' + ', '.join(f'{k} {v / 1e9:.1f}G' for k, v in flops.items())
         + f', total {flops_per_step / 1e9:.1f}G')
   print(f'fp32 matmul peak ({_MATMUL_SIZE.value}^3, best before/after): jax {peak / 1e9:.1f} GFLOP/s'
@@ -272,7 +327,7 @@ def main(_):
   print(f'ours: compile+first step {compile_s:.1f}s; rounds (s/step): '
         + ' '.join(f'{s:.3f}' for s in ours_s) + f'; loss {float(metrics["loss"]):.3f}')
   if peer:
-    print(f'peer: torch {torch.__version__}, {torch.get_num_threads()} threads, attention '
+    print(f'peer: torch {peer.torch_version}, {peer.threads} threads, own process, attention '
           f'{peer.attn_implementation}; rounds (s/step): ' + ' '.join(f'{s:.3f}' for s in peer_s)
           + f'; loss {peer_loss:.3f}')
 
