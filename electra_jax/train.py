@@ -160,6 +160,15 @@ def check_config(config, meta, num_devices: int):
                     '(every microbatch is split over all of them)')
 
 
+def _complete_row(line: str) -> bool:
+  """False for the half-written last line a killed run can leave behind."""
+  try:
+    json.loads(line)
+    return line.endswith('\n')
+  except ValueError:
+    return False
+
+
 class MetricsLog:
   """Progress lines on the console, scalars to TensorBoard, and metrics.jsonl (process 0 only).
 
@@ -177,7 +186,7 @@ class MetricsLog:
     kept = []
     if os.path.exists(self.path):
       with open(self.path) as f:
-        kept = [l for l in f if json.loads(l)['step'] <= resume_step]
+        kept = [l for l in f if _complete_row(l) and json.loads(l)['step'] <= resume_step]
     with open(self.path, 'w') as f:
       f.writelines(kept)
 
