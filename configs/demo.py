@@ -15,7 +15,8 @@ AUC stayed at 0.54-0.55 after 300-1200 steps. At 2.0 the same model reaches AUC 
 Use --config.objective.temperature=1.0 --config.model.dropout_rate=0.1
 --config.model.attention_dropout_rate=0.1 for the paper's settings.
 
-Expected (measured on 2 CPU cores, see README "Measured"): see the README table.
+Measured on 2 CPU cores (bash demo.sh, 4m38s end to end): held-out discriminator AUC 0.784 at step
+200, 0.783 at step 800; discriminator accuracy 0.856 vs 0.853 for "all original"; MLM accuracy 0.163.
 """
 from electra_jax import defaults
 
