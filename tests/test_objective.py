@@ -97,19 +97,76 @@ def test_masked_lm_loss_exact():
   np.testing.assert_allclose(loss, expected0 / (1 + 1e-6), rtol=1e-6)
 
 
-def test_sample_replacements_distribution_and_disallow():
+@pytest.mark.parametrize('method', ['inverse_cdf', 'gumbel'])
+def test_sample_replacements_distribution_and_disallow(method):
   logits = jnp.log(jnp.array([0.1, 0.2, 0.7]))[None, None, :].repeat(20000, axis=1)
-  s = np.asarray(objective.sample_replacements(jax.random.key(0), logits))
+  sample = lambda *a, **k: np.asarray(objective.sample_replacements(*a, method=method, **k))
+  s = sample(jax.random.key(0), logits)
   np.testing.assert_allclose(np.bincount(s[0], minlength=3) / s.size, [0.1, 0.2, 0.7], atol=0.015)
   # Temperature 0.5 squares and renormalizes the probabilities.
-  s = np.asarray(objective.sample_replacements(jax.random.key(1), logits, temperature=0.5))
+  s = sample(jax.random.key(1), logits, temperature=0.5)
   p = np.array([0.01, 0.04, 0.49]) / 0.54
   np.testing.assert_allclose(np.bincount(s[0], minlength=3) / s.size, p, atol=0.015)
   # disallow_correct never samples the original token, even when it is the likely one.
-  s = np.asarray(objective.sample_replacements(jax.random.key(2), logits,
-                                               disallow_ids=jnp.full((1, 20000), 2)))
+  s = sample(jax.random.key(2), logits, disallow_ids=jnp.full((1, 20000), 2))
   assert not (s == 2).any()
   np.testing.assert_allclose(np.mean(s == 1), 2 / 3, atol=0.015)
+
+
+@pytest.mark.parametrize('vocab', [5, 128, 300, 1000])
+def test_inverse_cdf_sampler_matches_softmax(vocab):
+  """Chi-square goodness of fit against softmax(logits) over vocabularies that are smaller than,
+  equal to and not a multiple of the 128-id block; zero-probability ids are never drawn."""
+  n = 100_000
+  logits = 2.0 * jax.random.normal(jax.random.key(vocab), (vocab,))
+  logits = logits.at[::7].set(-jnp.inf)  # p = 0, also at id 0 and inside blocks
+  p = np.asarray(jax.nn.softmax(logits), np.float64)
+  s = np.asarray(objective.sample_replacements(jax.random.key(1), jnp.tile(logits, (1, n, 1))))
+  counts = np.bincount(s.ravel(), minlength=vocab)
+  assert counts[p == 0].sum() == 0
+  expected = n * p[p > 0]
+  chi2 = float(np.sum((counts[p > 0] - expected) ** 2 / expected))
+  dof = int((p > 0).sum()) - 1
+  # Mean dof, sd sqrt(2 dof): 5 sd above the mean fails a wrong sampler, never a right one here.
+  assert chi2 < dof + 5 * math.sqrt(2 * dof), (chi2, dof)
+
+
+def test_inverse_cdf_sampler_edges():
+  # A single possible id (all others -inf), a peaked row, and the first/last id of the vocabulary.
+  vocab = 300
+  one_hot = lambda i: jnp.full((vocab,), -jnp.inf).at[i].set(0.0)
+  logits = jnp.stack([one_hot(0), one_hot(vocab - 1), one_hot(128), one_hot(255)])[None]
+  for seed in range(5):
+    s = objective.sample_replacements(jax.random.key(seed), jnp.repeat(logits, 50, axis=1))
+    np.testing.assert_array_equal(np.asarray(s).reshape(4, 50),
+                                  np.repeat([[0], [vocab - 1], [128], [255]], 50, axis=1))
+  # Uniforms at the extremes of [0, 1) map to the first and the last id with p > 0.
+  logits = jnp.zeros((1, 1, vocab)).at[..., 0].set(-jnp.inf).at[..., -1].set(-jnp.inf)
+  for u, expected in ((0.0, 1), (np.nextafter(np.float32(1), np.float32(0)), vocab - 2)):
+    with pytest.MonkeyPatch.context() as mp:
+      mp.setattr(jax.random, 'uniform', lambda rng, shape, dtype=jnp.float32: jnp.full(shape, u))
+      assert int(objective.sample_replacements(jax.random.key(0), logits)[0, 0]) == expected
+
+
+def test_sampler_option_is_checked():
+  with pytest.raises(ValueError, match='inverse_cdf'):
+    objective.sample_replacements(jax.random.key(0), jnp.zeros((1, 1, 3)), method='topk')
+
+
+def test_softmax_cross_entropy_value_and_gradient():
+  logits = 4.0 * jax.random.normal(jax.random.key(0), (3, 5, 50))
+  labels = jax.random.randint(jax.random.key(1), (3, 5), 0, 50)
+  weights = jax.random.uniform(jax.random.key(2), (3, 5))
+  reference = lambda x: jnp.sum(
+      -jnp.take_along_axis(jax.nn.log_softmax(x), labels[..., None], -1)[..., 0] * weights)
+  ours = lambda x: jnp.sum(objective.softmax_cross_entropy(x, labels) * weights)
+  np.testing.assert_allclose(ours(logits), reference(logits), rtol=1e-6)
+  np.testing.assert_allclose(jax.grad(ours)(logits), jax.grad(reference)(logits), atol=1e-6)
+  np.testing.assert_allclose(jax.jit(jax.grad(ours))(logits), jax.grad(reference)(logits),
+                             atol=1e-6)
+  # Large logits don't overflow.
+  big = jnp.array([[1000.0, 0.0, -1000.0]])
+  np.testing.assert_allclose(objective.softmax_cross_entropy(big, jnp.array([1])), [1000.0])
 
 
 def test_corrupt_inputs_and_labels_exact():
@@ -175,6 +232,21 @@ def test_total_loss_is_gen_plus_50_disc(tiny_model):
   assert n_replaced == np.asarray(aux['disc_labels']).sum()
 
 
+def test_mlm_correct_is_argmax_equals_target(tiny_model):
+  config, model, params, batch = tiny_model
+  _, aux = _loss(config, model, params, batch)
+  masked = objective.mask_tokens(jax.random.split(jax.random.key(5), 4)[0], batch['input_ids'],
+                                 batch['input_mask'], SPECIAL, config.objective.mask_prob, 3)
+  logits = model.apply({'params': params}, masked.masked_ids, batch['input_mask'],
+                       batch['segment_ids'], masked.masked_positions, method='generator_logits')
+  np.testing.assert_array_equal(aux['mlm_correct'],
+                                np.argmax(np.asarray(logits), -1) == np.asarray(masked.masked_lm_ids))
+  # And the accuracy metric counts exactly those, over the used slots.
+  sums = objective.pretraining_metrics(aux)
+  w = np.asarray(aux['mlm_weights'])
+  np.testing.assert_allclose(sums['mlm_accuracy_sum'], np.sum(np.asarray(aux['mlm_correct']) * w))
+
+
 def test_generator_gets_gradient_only_from_mlm(tiny_model):
   config, model, params, batch = tiny_model
   grads = jax.grad(lambda p: _loss(config, model, p, batch, gen_weight=0.0)[0])(params)
@@ -189,6 +261,7 @@ def test_uniform_generator_and_plain_mlm(tiny_model):
   config, model, params, batch = tiny_model
   _, aux = _loss(config, model, params, batch, uniform_generator=True)
   np.testing.assert_allclose(aux['mlm_loss'], math.log(config.model.vocab_size), rtol=1e-5)
+  assert not np.asarray(aux['mlm_correct']).any()  # constant logits predict nothing
   loss, aux = _loss(config, model, params, batch, electra_objective=False)
   assert 'disc_loss' not in aux
   np.testing.assert_allclose(loss, aux['mlm_loss'])
