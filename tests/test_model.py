@@ -1,5 +1,6 @@
 """The transformer: sizes of the reference configs, sharing/tying, dtypes, the two attention paths."""
 import importlib.util
+import math
 import os
 
 import jax
@@ -153,3 +154,24 @@ def test_dropout_rate_scale_and_rng():
   other = Drop().apply({}, x, False, rngs={'dropout': jax.random.key(1)})
   assert not np.array_equal(out == 0, other == 0)
   assert Drop().apply({}, x, True) is not None and np.array_equal(Drop().apply({}, x, True), x)
+
+
+def test_threefry2x32_is_jax_threefry():
+  """model.threefry2x32 (dropout's hash, plain ops) is bit-identical to jax's Threefry-2x32."""
+  from jax.extend import random as extend_random  # pylint: disable=g-import-not-at-top
+  key = jnp.array([123456789, 4000000000], jnp.uint32)
+  x0 = jnp.arange(1000, dtype=jnp.uint32)
+  x1 = x0 * jnp.uint32(2654435761) + jnp.uint32(7)
+  y0, y1 = model_lib.threefry2x32(key, x0, x1)
+  expected = extend_random.threefry_2x32(key, jnp.concatenate([x0, x1]))
+  np.testing.assert_array_equal(jnp.concatenate([y0, y1]), expected)
+
+
+def test_gelu_is_exact_erf_gelu():
+  x = jnp.linspace(-10.0, 10.0, 20001)
+  exact = np.asarray(x, np.float64) * 0.5 * (1 + np.vectorize(math.erf)(np.asarray(x, np.float64) / math.sqrt(2)))
+  np.testing.assert_allclose(model_lib.gelu(x), exact, atol=2e-6)
+  np.testing.assert_allclose(model_lib.gelu(x), jax.nn.gelu(x, approximate=False), atol=2e-6)
+  np.testing.assert_allclose(jax.vmap(jax.grad(model_lib.gelu))(x),
+                             jax.vmap(jax.grad(lambda v: jax.nn.gelu(v, approximate=False)))(x),
+                             atol=2e-6)
