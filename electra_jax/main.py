@@ -26,6 +26,7 @@ from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-posit
 from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-position
 from ml_collections import config_flags
 
+from electra_jax import host_memory  # pylint: disable=g-import-not-at-top,wrong-import-position
 from electra_jax.errors import UserError  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a configs/*.py file.',
@@ -54,6 +55,9 @@ def main(argv):
   # Orbax and XLA log every save and backend probe at INFO; keep our own INFO lines only.
   logging.get_absl_handler().addFilter(
       lambda r: r.levelno >= std_logging.WARNING or f'{os.sep}electra_jax{os.sep}' in r.pathname)
+  # Before JAX starts its threads: XLA:CPU's per-step temporaries then reuse freed memory instead
+  # of page-faulting it in again every step (host_memory.py; 1.8 -> 1.5 s per ELECTRA-Small step).
+  host_memory.retain_freed_memory()
   try:
     if os.environ.get('ELECTRA_JAX_DISTRIBUTED'):  # set by launch/ scripts on pods and multi-node
       from electra_jax import sharding  # pylint: disable=g-import-not-at-top
