@@ -1,19 +1,22 @@
 r"""Our jitted pre-training step against the same step in HF transformers + PyTorch, in one run.
 
   python benchmarks/pretrain_vs_pytorch.py --config=configs/small.py --config.batch_size=32
-      [--rounds=4 --steps=3] [--peer=false] [--matmul_size=2048]
+      [--rounds=4 --steps=3] [--peer=false] [--matmul_size=2048] [--retain_freed_memory=false]
 
 Ours: train.py's step (compile excluded). The peer: ElectraForMaskedLM (generator) and
 ElectraForPreTraining (discriminator) of the same sizes, the generator using the discriminator's
 embedding module (word/position/type embeddings and their LayerNorm) and its output layer tied to the
 word embeddings; the same masking (85% [MASK] / 15% kept, same max_predictions), generator logits at
 the masked positions only (as ours and the reference; HF's stock forward would compute all 128),
-Gumbel sampling without gradient, loss = mlm + 50 x disc, AdamW (decay off for LayerNorm/bias) +
-global-norm clip 1.0, dropout as the config says. Eager PyTorch on as many threads as cores, in a
-child process (in-process with XLA it ran 4-5x slower than alone).
+sampling without gradient by the same method as ours (config.objective.sampler: inverse CDF, as
+softmax + cumsum + searchsorted, or Gumbel-max), loss = mlm + 50 x disc, AdamW (decay off for
+LayerNorm/bias) + global-norm clip 1.0, dropout as the config says. Eager PyTorch on as many
+threads as cores, in a child process (in-process with XLA it ran 4-5x slower than alone). Both
+processes start with host_memory.retain_freed_memory(), as main.py does for training.
 
-The two are timed in alternating rounds (ours, peer, ours, peer, ...) so that load from other jobs
-on a shared machine hits both alike; the tables give the median and the best round. MFU = analytic training
+After one untimed round each, the two are timed in alternating rounds (ours, peer, ours, ...) so
+that load from other jobs on a shared machine hits both alike; the tables give the median and the
+best round. MFU = analytic training
 FLOPs per step (`train_flops`) / step time / peak, the peak being this machine's fp32 matmul rate,
 measured here with a large jnp.dot (and torch.matmul).
 """
@@ -31,6 +34,7 @@ import numpy as np
 from ml_collections import config_flags
 
 import train_step as train_step_bench  # benchmarks/ is the script's directory, hence on sys.path
+from electra_jax import host_memory
 from electra_jax import model as model_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/small.py', 'configs/*.py file.',
@@ -38,6 +42,8 @@ _CONFIG = config_flags.DEFINE_config_file('config', 'configs/small.py', 'configs
 _ROUNDS = flags.DEFINE_integer('rounds', 4, 'Alternating timing rounds (ours, then the peer).')
 _STEPS = flags.DEFINE_integer('steps', 3, 'Steps per round for each side.')
 _PEER = flags.DEFINE_bool('peer', True, 'Also time the HF transformers PyTorch step.')
+_RETAIN = flags.DEFINE_bool('retain_freed_memory', True,
+                            'host_memory.retain_freed_memory() in both processes, as main.py does.')
 _MATMUL_SIZE = flags.DEFINE_integer('matmul_size', 2048, 'n of the n x n x n peak matmul.')
 _PEER_WORKER = flags.DEFINE_bool('peer_worker', False, 'Internal: be the PyTorch process.')
 
@@ -149,6 +155,8 @@ class TorchPeer:
         lr=o.learning_rate, betas=(o.b1, o.b2), eps=o.eps)
     self.clip_norm = o.clip_norm
     self.mask_prob = config.objective.mask_prob
+    self.sampler = config.objective.sampler
+    self.temperature = config.objective.temperature
     self.disc_weight, self.gen_weight = config.objective.disc_weight, config.objective.gen_weight
     self.num_predictions = num_predictions
     self.special = special
@@ -191,11 +199,17 @@ class TorchPeer:
     per_slot = F.cross_entropy(logits.flatten(0, 1), masked_lm_ids.flatten(), reduction='none')
     mlm_loss = (per_slot * weights.flatten()).sum() / (weights.sum() + 1e-6)
 
-    # Gumbel-max sampling in float32, no gradient; corrupted ids and labels.
+    # Sampling in float32, no gradient, by our config's method; corrupted ids and labels.
     with torch.no_grad():
-      uniform = torch.rand(logits.shape)
-      gumbel = -torch.log(-torch.log(uniform + 1e-9) + 1e-9)
-      sampled = torch.argmax(logits + gumbel, dim=-1)
+      scaled = logits / self.temperature
+      if self.sampler == 'gumbel':
+        uniform = torch.rand(logits.shape)
+        gumbel = -torch.log(-torch.log(uniform + 1e-9) + 1e-9)
+        sampled = torch.argmax(scaled + gumbel, dim=-1)
+      else:  # inverse CDF: one uniform per slot, PyTorch's own cumsum and searchsorted
+        cdf = torch.softmax(scaled, dim=-1).cumsum(dim=-1)
+        target = torch.rand(cdf.shape[:-1] + (1,)) * cdf[..., -1:]
+        sampled = torch.searchsorted(cdf, target, right=True)[..., 0].clamp(max=cdf.shape[-1] - 1)
       corrupted = ids.scatter(1, positions, torch.where(used, sampled, originals))
       labels = (corrupted != ids).float()
 
@@ -272,6 +286,9 @@ class PeerProcess:
 
 
 def main(_):
+  # Both sides, first thing (the peer is this script again): glibc keeps freed memory for reuse,
+  # as main.py sets it up for training (electra_jax/host_memory.py).
+  retained = _RETAIN.value and host_memory.retain_freed_memory()
   if _PEER_WORKER.value:
     peer_worker(_CONFIG.value)
     return
@@ -294,6 +311,13 @@ def main(_):
   peak = jax_matmul_peak(_MATMUL_SIZE.value)
   torch_peak = peer.peak if peer else None
 
+  # One untimed round each: the first steps dispatched back to back still grow the heap (with
+  # retain_freed_memory: 0.8M page faults, 2.3 s/step instead of 1.5 in the first 3 steps).
+  for _ in range(_STEPS.value):
+    state, metrics = step(state, batch, key)
+  jax.block_until_ready(metrics)
+  if peer:
+    peer.steps(_STEPS.value)
   ours_s, peer_s = [], []
   for _ in range(_ROUNDS.value):
     t0 = time.perf_counter()
@@ -317,7 +341,8 @@ def main(_):
         f'dtype {m.dtype}, dropout {m.dropout_rate}, attention dropout {m.attention_dropout_rate}, '
         f'{num_predictions} predictions/seq')
   print(f'machine: {cores} cores, {jax.device_count()} x {jax.devices()[0].device_kind}; '
-        f'load average {load_before[0]:.2f} before, {load_after[0]:.2f} after (1 min)')
+        f'load average {load_before[0]:.2f} before, {load_after[0]:.2f} after (1 min); '
+        f'host_memory.retain_freed_memory: {"on" if retained else "off"} (both sides)')
   print(f'params: ours {num_params / 1e6:.2f}M' +
         (f', peer {peer.num_params / 1e6:.2f}M' if peer else ''))
   print('analytic training FLOPs/step: ' + ', '.join(f'{k} {v / 1e9:.1f}G' for k, v in flops.items())

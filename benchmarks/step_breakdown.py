@@ -1,11 +1,13 @@
-r"""Where the ELECTRA-Small CPU step's non-matmul time goes: the random numbers, timed alone.
+r"""Where the ELECTRA-Small CPU step's non-matmul time goes: its pieces timed alone, two ways each.
 
   python benchmarks/step_breakdown.py [--config=configs/small.py --config.batch_size=32]
 
-Times, jitted and warm, the per-step random draws at the config's sizes: the generator's Gumbel
-noise over [batch, max_predictions, vocab] (objective.sample_replacements) and every dropout mask
-of both encoders, drawn as nn.Dropout draws them (one 32-bit uniform, one threefry hash, per
-element) and as model.dropout does (16-bit draws, four per hash).
+Times, jitted and warm, at the config's sizes: drawing the replacements over [batch,
+max_predictions, vocab] with Gumbel noise (the original's way) and by inverse CDF (ours,
+objective.sample_replacements); argmax against max over the same logits (the MLM accuracy);
+GELU through erfc (jax.nn.gelu) and through erf (model.gelu) over one layer's FFN activations;
+every dropout mask of both encoders drawn as nn.Dropout draws them (one 32-bit uniform, one
+threefry hash, per element) and as model.dropout does (16-bit draws, four per fused hash).
 """
 import functools
 import os
@@ -17,6 +19,7 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 
 import train_step as train_step_bench
+from electra_jax import host_memory
 from electra_jax import model as model_lib
 from electra_jax import objective
 
@@ -44,11 +47,15 @@ def dropout_shapes(config):
 
 
 def main(_):
+  host_memory.retain_freed_memory()  # as main.py does
   config = _CONFIG.value
   m = config.model
   p = train_step_bench.max_predictions(config)
   logits = jax.random.normal(jax.random.key(0), (config.batch_size, p, m.vocab_size))
-  gumbel = jax.jit(functools.partial(objective.sample_replacements, temperature=1.0))
+  sampler = lambda method: jax.jit(functools.partial(objective.sample_replacements,
+                                                     method=method))
+  ffn = jax.random.normal(jax.random.key(3), (config.batch_size, config.max_seq_length,
+                                               m.intermediate_size))
   shapes = dropout_shapes(config)
 
   def masks_nn_dropout(key):
@@ -63,9 +70,15 @@ def main(_):
   masks_ours = lambda key: Masks().apply({}, rngs={'dropout': key})
   elements = sum(int(jnp.prod(jnp.array(s))) for s in shapes)
   print(f'load average {os.getloadavg()[0]:.2f}; {len(shapes)} dropout masks, '
-        f'{elements / 1e6:.1f}M elements; Gumbel noise {logits.size / 1e6:.1f}M elements')
-  print(f'Gumbel sampling (objective.sample_replacements): '
-        f'{best_seconds(gumbel, jax.random.key(1), logits):.3f}s')
+        f'{elements / 1e6:.1f}M elements; generator logits {logits.size / 1e6:.1f}M elements')
+  for method in ('gumbel', 'inverse_cdf'):
+    print(f'sample_replacements(method={method!r}): '
+          f'{best_seconds(sampler(method), jax.random.key(1), logits):.3f}s')
+  print(f'argmax over the logits: {best_seconds(jax.jit(lambda x: jnp.argmax(x, -1)), logits):.3f}s'
+        f', max: {best_seconds(jax.jit(lambda x: jnp.max(x, -1)), logits):.3f}s')
+  erfc_gelu = jax.jit(lambda x: jax.nn.gelu(x, approximate=False))
+  print(f'GELU of {ffn.shape}: jax.nn.gelu (erfc) {best_seconds(erfc_gelu, ffn):.4f}s, '
+        f'model.gelu (erf) {best_seconds(jax.jit(model_lib.gelu), ffn):.4f}s')
   print(f'dropout masks as nn.Dropout: {best_seconds(jax.jit(masks_nn_dropout), jax.random.key(2)):.3f}s')
   print(f'dropout masks as model.dropout: {best_seconds(jax.jit(masks_ours), jax.random.key(2)):.3f}s')
 
