@@ -11,27 +11,20 @@ alone, with nothing else in the program:
 The forward+backward rate is a ceiling for the whole training step's MFU on this backend: the
 step adds attention's small batched matmuls, LayerNorm, dropout, softmax and the optimizer on top.
 """
+import functools
 import os
-import time
 
 from absl import app
 import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
 
+import train_step as train_step_bench  # benchmarks/ is the script's directory, hence on sys.path
 from electra_jax import host_memory
 
+seconds = functools.partial(train_step_bench.best_seconds, repeats=5)
+
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/small.py', 'configs/*.py file.')
-
-
-def seconds(fn, *args, repeats=5):
-  jax.block_until_ready(fn(*args))
-  best = float('inf')
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    best = min(best, time.perf_counter() - t0)
-  return best
 
 
 def main(_):

@@ -11,7 +11,6 @@ threefry hash, per element) and as model.dropout does (16-bit draws, four per fu
 """
 import functools
 import os
-import time
 
 from absl import app
 import jax
@@ -23,17 +22,9 @@ from electra_jax import host_memory
 from electra_jax import model as model_lib
 from electra_jax import objective
 
+best_seconds = train_step_bench.best_seconds
+
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/small.py', 'configs/*.py file.')
-
-
-def best_seconds(fn, *args, repeats=3):
-  jax.block_until_ready(fn(*args))
-  best = float('inf')
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    best = min(best, time.perf_counter() - t0)
-  return best
 
 
 def dropout_shapes(config):

@@ -49,6 +49,17 @@ def tiny():
   return tiny_config
 
 
+def ragged_batch(min_len):
+  """8 rows of 16 ids in [5, 128), [CLS]=2 first, real lengths min_len..16 (so per-token
+  normalization matters), as one global numpy batch."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  ids = rng.integers(5, 128, (8, 16)).astype(np.int32)
+  ids[:, 0] = 2
+  mask = (np.arange(16)[None, :] < rng.integers(min_len, 17, (8, 1))).astype(np.int32)
+  return {'input_ids': ids * mask, 'input_mask': mask, 'segment_ids': np.zeros_like(ids)}
+
+
 def run_train_steps(config, batch, num_steps=3, special=(0, 2, 3, 4), max_predictions=3,
                     init_rng=None, step_rng=None):
   """`num_steps` jitted train steps on the mesh `config.mesh_shape`, states sharded as in train.py.

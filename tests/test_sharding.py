@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from conftest import run_train_steps, tiny_config
+from conftest import ragged_batch, run_train_steps, tiny_config
 from electra_jax import model as model_lib
 from electra_jax import optim
 from electra_jax import sharding
@@ -30,12 +30,7 @@ def sharded_config(mesh_shape=(1, 1, 1)):
 
 
 def make_batch():
-  """Rows of different real lengths (so per-token normalization matters), [CLS] first."""
-  rng = np.random.default_rng(0)
-  ids = rng.integers(5, 128, (8, 16)).astype(np.int32)
-  ids[:, 0] = 2
-  mask = (np.arange(16)[None, :] < rng.integers(6, 17, (8, 1))).astype(np.int32)
-  return {'input_ids': ids * mask, 'input_mask': mask, 'segment_ids': np.zeros_like(ids)}
+  return ragged_batch(min_len=6)
 
 
 @functools.lru_cache(maxsize=None)

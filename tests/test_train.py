@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import run_train_steps, tiny_config
+from conftest import ragged_batch, run_train_steps, tiny_config
 from electra_jax import build_data
 from electra_jax import checkpoint
 from electra_jax import input_pipeline
@@ -249,11 +249,7 @@ def fixed_uniform(key, shape=(), dtype=jnp.float32, minval=0.0, maxval=1.0):
 
 def variant_batch():
   """Rows of different real lengths: per-microbatch means would weigh their tokens unequally."""
-  rng = np.random.default_rng(0)
-  ids = rng.integers(5, 128, (8, 16)).astype(np.int32)
-  ids[:, 0] = 2
-  mask = (np.arange(16)[None, :] < rng.integers(5, 17, (8, 1))).astype(np.int32)
-  return {'input_ids': ids * mask, 'input_mask': mask, 'segment_ids': np.zeros_like(ids)}
+  return ragged_batch(min_len=5)
 
 
 def run_variant(**overrides):
