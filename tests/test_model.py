@@ -114,13 +114,19 @@ def test_padding_does_not_change_real_tokens(tiny_setup):
 
 
 def test_explicit_attention_path_equals_fused(tiny_setup):
-  config, _, params, (ids, mask, seg, _) = tiny_setup
+  config, _, params, (ids, mask, seg, pos) = tiny_setup
   config = tiny_config(**{'model.dropout_rate': 0.0, 'model.attention_dropout_rate': 1e-12})
   model = model_lib.make_pretrainer(config)
+  explicit = dict(deterministic=False, rngs={'dropout': jax.random.key(0)})
   fused = model.apply({'params': params}, ids, mask, seg, method='discriminator_logits')
-  explicit = model.apply({'params': params}, ids, mask, seg, method='discriminator_logits',
-                         deterministic=False, rngs={'dropout': jax.random.key(0)})
-  np.testing.assert_allclose(explicit[mask > 0], fused[mask > 0], atol=1e-5)
+  dropped = model.apply({'params': params}, ids, mask, seg, method='discriminator_logits', **explicit)
+  np.testing.assert_allclose(dropped[mask > 0], fused[mask > 0], atol=1e-5)
+  # The generator (hidden 16) has one head: its explicit path drops the head axis.
+  assert model_lib.generator_size(config.model).num_heads == 1
+  fused = model.apply({'params': params}, ids, mask, seg, pos, method='generator_logits')
+  dropped = model.apply({'params': params}, ids, mask, seg, pos, method='generator_logits',
+                        **explicit)
+  np.testing.assert_allclose(dropped, fused, atol=1e-5)
 
 
 def test_bfloat16_compute_keeps_float32_params(tiny_setup):
