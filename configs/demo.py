@@ -16,8 +16,8 @@ Use --config.objective.temperature=1.0 --config.model.dropout_rate=0.1
 --config.model.attention_dropout_rate=0.1 for the paper's settings.
 
 Measured on 2 CPU cores (bash demo.sh, 2m36s end to end, 800 steps at ~24-28k tokens/s): held-out
-discriminator AUC 0.773 at step 200, 0.780 at 400, 0.783 at 800; discriminator accuracy 0.858 vs
-0.852 for "all original" (precision 0.60, recall 0.11); MLM accuracy 0.144.
+discriminator AUC 0.775 at step 200, 0.780 at 400, 0.783 at 800; discriminator accuracy 0.858 vs
+0.852 for "all original" (precision 0.59, recall 0.12); MLM accuracy 0.144.
 """
 from electra_jax import defaults
 

@@ -3,6 +3,7 @@ import importlib.util
 import math
 import os
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -181,3 +182,20 @@ def test_gelu_is_exact_erf_gelu():
   np.testing.assert_allclose(jax.vmap(jax.grad(model_lib.gelu))(x),
                              jax.vmap(jax.grad(lambda v: jax.nn.gelu(v, approximate=False)))(x),
                              atol=2e-6)
+
+
+def test_layer_norm_and_gelu_gradients_equal_autodiff():
+  x = jax.random.normal(jax.random.key(1), (6, 16)) * 3.0 + 1.0
+  dy = jax.random.normal(jax.random.key(2), (6, 16))
+  ours = model_lib.LayerNorm(epsilon=1e-12)
+  flax_ln = nn.LayerNorm(epsilon=1e-12)
+  params = {'params': {'scale': jax.random.normal(jax.random.key(3), (16,)),
+                       'bias': jax.random.normal(jax.random.key(4), (16,))}}
+  out, vjp = jax.vjp(lambda p, x: ours.apply(p, x), params, x)
+  ref_out, ref_vjp = jax.vjp(lambda p, x: flax_ln.apply(p, x), params, x)
+  np.testing.assert_allclose(out, ref_out, atol=1e-5)
+  for got, want in zip(jax.tree.leaves(vjp(dy)), jax.tree.leaves(ref_vjp(dy))):
+    np.testing.assert_allclose(got, want, atol=1e-4)
+  formula = lambda x: 0.5 * x * (1.0 + jax.lax.erf(x / jnp.sqrt(2.0)))
+  np.testing.assert_allclose(jax.grad(lambda x: jnp.sum(model_lib.gelu(x) * dy))(x),
+                             jax.grad(lambda x: jnp.sum(formula(x) * dy))(x), atol=1e-5)
