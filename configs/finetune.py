@@ -55,11 +55,17 @@ def get_config():
   c.max_seq_length = 0  # 0 = the task's default (128; SQuAD 512)
   c.num_train_epochs = 0.0  # 0 = the task's default (3; RTE and STS-B 10; SQuAD 2)
   c.num_train_steps = 0  # > 0 overrides the epochs
-  c.warmup_proportion = 0.1  # warmup steps = this x the run's steps (optim.warmup_steps is unused)
-  # lr x decay ** (depth from the top): head 1, top layer decay, ..., embeddings decay ** (L + 1).
-  # 'original' reproduces the original code's off-by-one (top layer decay ** 2). 1.0 = none.
+  # Warmup steps = this x the run's steps, kept fractional as the original (optim.warmup_steps is
+  # unused). Steps = (train examples // batch_size) x epochs, rounded down, as the original.
+  c.warmup_proportion = 0.1
+  # lr x decay ** (depth from the top). 'original' (the original code, which still counts the
+  # removed pooler): head 1, top layer decay ** 2, ..., embeddings decay ** (L + 2); 'correct':
+  # head 1, top layer decay, ..., embeddings decay ** (L + 1). 1.0 = none.
   c.layerwise_lr_decay = 0.8
-  c.layerwise_decay_rule = 'correct'
+  c.layerwise_decay_rule = 'original'
+  # 'sum': per-example losses summed over the batch (tagging: over labeled tokens), so the clip at
+  # global norm 1.0 fires on nearly every step, as in the original; 'mean': averaged.
+  c.loss_reduction = 'sum'
   c.num_trials = 1  # seeds seed, seed + 1, ...; results.json reports each and the median
   c.eval_every_steps = 0  # 0 = once per epoch (and at the end); the best dev score is kept
   c.log_every_steps = 50
@@ -67,7 +73,9 @@ def get_config():
   c.swap_augment = True  # MRPC and STS-B also train on (B, A), as the original
   c.predict_test = True  # write test-set predictions (GLUE submission files) with the best weights
   c.optim.learning_rate = 1e-4
-  c.optim.schedule = 'warmup_linear'  # 10% warmup then linear decay; 'electra': overlapping (original)
+  # 'electra' (the original): linear decay from step 0 times min(1, step / warmup), overlapping;
+  # 'warmup_linear': warmup, then linear decay.
+  c.optim.schedule = 'electra'
 
   c.custom = ml_collections.ConfigDict()
   c.custom.name = ''  # name used in outputs (default: 'custom')
@@ -87,6 +95,7 @@ def get_config():
   # 'bioes': train on BIOES tags (as the original for chunking), predictions written back as BIO;
   # 'file': train on the tags exactly as in the files.
   c.tagging.scheme = 'bioes'
+  c.tagging.dropout = False  # the original's tagging head has no dropout; True: as the classifier
 
   c.qa = ml_collections.ConfigDict()
   c.qa.doc_stride = 128

@@ -123,14 +123,20 @@ def _leaf_path(path) -> str:
   return '/'.join(path)
 
 
-def expected_shapes(model_config) -> dict:
-  """{kind: {param path tuple: shape}} of the standalone discriminator and generator params."""
-  model = model_lib.ElectraPretrainer(model_config)
+def expected_shapes(model_config, untied_generator_embeddings: bool = False) -> dict:
+  """{kind: {param path tuple: shape}} of the standalone discriminator and generator params (the
+  generator's own tables, when untied, under its `embeddings` key)."""
+  model = model_lib.ElectraPretrainer(model_config,
+                                      untied_generator_embeddings=untied_generator_embeddings)
   seq_len = min(8, model_config.max_position_embeddings)
   shapes = jax.eval_shape(lambda: model_lib.init_params(model, jax.random.key(0), seq_len))
   flat = traverse_util.flatten_dict(shapes)
-  return {kind: {p: tuple(s.shape) for p, s in flat.items() if p[0] in KIND_KEYS[kind]}
-          for kind in KINDS}
+  gen_tables = 'generator_embeddings' if untied_generator_embeddings else 'embeddings'
+  rename = {'discriminator': {}, 'generator': {gen_tables: 'embeddings'}}
+  keys = {'discriminator': KIND_KEYS['discriminator'],
+          'generator': (gen_tables, 'generator', 'generator_predictions')}
+  return {kind: {(rename[kind].get(p[0], p[0]),) + p[1:]: tuple(s.shape)
+                 for p, s in flat.items() if p[0] in keys[kind]} for kind in KINDS}
 
 
 def hf_name(path) -> str:
@@ -346,16 +352,18 @@ def _size_text(size: model_lib.TransformerSize) -> str:
 
 
 def _with_generator(m, gen_cfg: dict, where: str):
-  """`m` (from the discriminator) with generator_fraction set from the HF generator's config."""
+  """`m` (from the discriminator) with generator_fraction set from the HF generator's config (and
+  generator_embedding_size, for a generator with tables of its own width)."""
   gen = _model_config_from_hf(gen_cfg)
-  for key in ('vocab_size', 'embedding_size', 'max_position_embeddings', 'type_vocab_size',
-              'layer_norm_eps'):
+  for key in ('vocab_size', 'max_position_embeddings', 'type_vocab_size', 'layer_norm_eps'):
     if gen[key] != m[key]:
       raise UserError(f'{where}: the generator has {key} {gen[key]} but the discriminator '
                       f'{m[key]}; electra_jax shares them')
   m = ml_collections.ConfigDict(m.to_dict())
   m.generator_fraction = (1.0 if gen.hidden_size == m.hidden_size
                           else gen.hidden_size / m.hidden_size)
+  if gen.embedding_size != m.embedding_size:  # untied tables (the original: as wide as the model)
+    m.generator_embedding_size = 0 if gen.embedding_size == gen.hidden_size else gen.embedding_size
   got, derived = model_lib.discriminator_size(gen), model_lib.generator_size(m)
   if got != derived:
     raise UserError(f'{where}: the generator ({_size_text(got)}) is not the one electra_jax '
@@ -413,32 +421,36 @@ def read_hf(path: str) -> Weights:
       raise UserError(f'{path}: two {HF_ARCHITECTURES[kind]} models ({models[kind][0]} and '
                       f'{directory})')
     models[kind] = (directory, cfg, tensors)
+  own_width = False  # a generator whose tables differ in width from the discriminator's
   if 'discriminator' in models:
     m = _model_config_from_hf(models['discriminator'][1])
     if 'generator' in models:
       m = _with_generator(m, models['generator'][1], path)
+      own_width = (_hf_value(models['generator'][1], 'embedding_size') != m.embedding_size)
   else:  # a generator alone: it is this config's (fraction 1.0) model
     m = _model_config_from_hf(models['generator'][1])
-  shapes = expected_shapes(m)
+  shapes = expected_shapes(m, own_width)
   trees = {kind: _import_hf_model(kind, shapes[kind], tensors, directory)
            for kind, (directory, _, tensors) in models.items()}
   first_dir = models.get('discriminator', models.get('generator'))[0]
   w = Weights(m, trees.get('discriminator'), trees.get('generator'),
               _found_vocab(first_dir, _hf_do_lower_case(first_dir)))
   if w.discriminator and w.generator:
-    w.untied_generator_embeddings = not trees_equal(w.discriminator['embeddings'],
-                                                    w.generator['embeddings'])
+    w.untied_generator_embeddings = own_width or not trees_equal(w.discriminator['embeddings'],
+                                                                 w.generator['embeddings'])
   return w
 
 
-def _hf_config(m, kind: str, vocab: dict) -> dict:
+def _hf_config(m, kind: str, vocab: dict, untied_generator_embeddings: bool = False) -> dict:
   size = (model_lib.discriminator_size(m) if kind == 'discriminator'
           else model_lib.generator_size(m))
+  embedding_size = (model_lib.generator_embeddings_config(m).embedding_size
+                    if kind == 'generator' and untied_generator_embeddings else m.embedding_size)
   return {
       'architectures': [HF_ARCHITECTURES[kind]],
       'model_type': 'electra',
       'vocab_size': m.vocab_size,
-      'embedding_size': m.embedding_size,
+      'embedding_size': embedding_size,
       'hidden_size': size.hidden_size,
       'num_hidden_layers': size.num_layers,
       'num_attention_heads': size.num_heads,
@@ -497,7 +509,7 @@ def write_hf(w: Weights, output: str) -> list[str]:
     directory = os.path.join(output, kind)
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, 'config.json'), 'w') as f:
-      json.dump(_hf_config(w.model, kind, w.vocab), f, indent=2)
+      json.dump(_hf_config(w.model, kind, w.vocab, w.untied_generator_embeddings), f, indent=2)
     tmp = os.path.join(directory, 'model.safetensors.tmp')
     safetensors.numpy.save_file(hf_tensors(getattr(w, kind)), tmp, metadata={'format': 'pt'})
     os.replace(tmp, os.path.join(directory, 'model.safetensors'))
@@ -575,7 +587,11 @@ def read_tf1(path: str, num_heads: int = 0, vocab: str = '', do_lower_case: bool
                else 'electra')
   gen_emb_scope = ('generator' if 'generator/embeddings/word_embeddings' in shapes else 'electra')
   m = _model_config_from_tf1(shapes, gen_scope, num_heads, path)
-  expected = expected_shapes(m)
+  if gen_emb_scope == 'generator':  # the generator's own tables: as wide as it (the original)?
+    width = _tf1_shape(shapes, 'generator/embeddings/word_embeddings', path)[1]
+    if width != model_lib.generator_size(m).hidden_size:
+      m.generator_embedding_size = width
+  expected = expected_shapes(m, gen_emb_scope == 'generator')
   scopes = {'discriminator': ('electra', 'electra'), 'generator': (gen_scope, gen_emb_scope)}
   source = {n: (lambda n=n: reader.get_tensor(n)) for n in shapes}
   trees, used = {}, set()

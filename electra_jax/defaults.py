@@ -57,7 +57,15 @@ def get_default_config() -> ml_collections.ConfigDict:
   c.model.attention_dropout_rate = 0.1
   c.model.layer_norm_eps = 1e-12
   c.model.initializer_range = 0.02
+  # 'original': as the original code, truncated normal(initializer_range) (cut at 2 std, not
+  # rescaled) for embeddings and transformer kernels, glorot uniform (tf.layers.dense's default) for
+  # embeddings_project, the discriminator head's output layer and fine-tuning heads.
+  # 'normal': normal(initializer_range) everywhere (HF transformers' choice).
+  c.model.initializer = 'original'
   c.model.generator_fraction = 0.25
+  # Width of the generator's own embedding tables with objective.untied_generator_embeddings:
+  # 0 = the generator's hidden size (the original; no projection), else this (with a projection).
+  c.model.generator_embedding_size = 0
   c.model.dtype = 'float32'  # compute dtype: 'float32' or 'bfloat16' (params stay float32)
   # Recompute each layer's activations in the backward pass instead of keeping them (nn.remat):
   # less activation memory for ~1/3 more compute. Same results.

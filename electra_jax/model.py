@@ -2,7 +2,8 @@
 
 Parameter tree of `ElectraPretrainer` (names follow the HF layout so conversion is a rename):
   embeddings/            word/position/token_type embeddings + LayerNorm, SHARED by both models
-  generator_embeddings/  only with objective.untied_generator_embeddings
+  generator_embeddings/  only with objective.untied_generator_embeddings: the generator's own
+                         tables, as wide as its hidden size (generator_embeddings_config)
   generator/             [embeddings_project], layer_0 .. layer_{L-1}  (absent when the generator is
                          tied to the discriminator: objective.untied_generator=False)
   discriminator/         [embeddings_project], layer_0 .. layer_{L-1}
@@ -44,8 +45,33 @@ def generator_size(model_config) -> TransformerSize:
   return TransformerSize(hidden, max(1, hidden // 64), 4 * hidden, model_config.num_layers)
 
 
+def tf1_truncated_normal(stddev: float):
+  """TF1's truncated_normal_initializer(stddev): N(0, stddev^2) redrawn outside +-2 stddev, NOT
+  rescaled, so the real standard deviation is 0.88 x stddev (0.0176 for 0.02). jax's own
+  truncated_normal initializer rescales to the nominal std; this one does not."""
+  def init(key, shape, dtype=jnp.float32):
+    return stddev * jax.random.truncated_normal(key, -2.0, 2.0, shape, jnp.float32).astype(dtype)
+  return init
+
+
 def _init(model_config):
-  return nn.initializers.normal(stddev=model_config.initializer_range)
+  """Embedding tables and the transformer's kernels: the original's create_initializer
+  (truncated normal, `initializer_range`); `model.initializer='normal'` gives plain
+  normal(initializer_range) instead."""
+  if model_config.get('initializer', 'original') == 'normal':
+    return nn.initializers.normal(stddev=model_config.initializer_range)
+  return tf1_truncated_normal(model_config.initializer_range)
+
+
+def dense_default_init(model_config):
+  """Layers the original builds with `tf.layers.dense` and no initializer, so with its default
+  glorot (Xavier) uniform, U(+-sqrt(6 / (fan_in + fan_out))): `embeddings_project`, the
+  discriminator head's output layer and the fine-tuning heads. Much larger than 0.02 (0.21 for a
+  [128, 1] kernel): the discriminator head's output layer sets how strongly the detection loss
+  reaches the encoder at the start. `model.initializer='normal'`: normal(initializer_range)."""
+  if model_config.get('initializer', 'original') == 'normal':
+    return nn.initializers.normal(stddev=model_config.initializer_range)
+  return nn.initializers.glorot_uniform()
 
 
 def _dtype(model_config):
@@ -297,8 +323,8 @@ class Transformer(nn.Module):
     # transposed, 233 copies per ELECTRA-Small step (batch 32 on 2 cores: 1.39 -> 1.14 s/step).
     batch, seq_len = input_mask.shape
     x = embedded.reshape(batch * seq_len, embedded.shape[-1])
-    if c.embedding_size != self.size.hidden_size:
-      x = nn.Dense(self.size.hidden_size, kernel_init=_init(c), dtype=_dtype(c),
+    if x.shape[-1] != self.size.hidden_size:  # the original's embeddings_project
+      x = nn.Dense(self.size.hidden_size, kernel_init=dense_default_init(c), dtype=_dtype(c),
                    name='embeddings_project')(x)
     attention_mask = input_mask[:, None, None, :].astype(bool)  # [B, 1(heads), 1(query), keys]
     if self.scan_layers:
@@ -347,7 +373,7 @@ def unstack_layers(params):
 
 
 class GeneratorHead(nn.Module):
-  """dense(embedding_size) -> GELU -> LayerNorm; logits = h . E^T + output_bias (tied to E)."""
+  """dense(width of E) -> GELU -> LayerNorm; logits = h . E^T + output_bias (tied to E)."""
   config: ml_collections.ConfigDict
 
   @nn.compact
@@ -355,7 +381,8 @@ class GeneratorHead(nn.Module):
     c = self.config
     leading = hidden.shape[:-1]
     hidden = hidden.reshape(-1, hidden.shape[-1])  # 2-D, as in Transformer
-    h = nn.Dense(c.embedding_size, kernel_init=_init(c), dtype=_dtype(c), name='dense')(hidden)
+    h = nn.Dense(embeddings.config.embedding_size, kernel_init=_init(c), dtype=_dtype(c),
+                 name='dense')(hidden)
     h = LayerNorm(epsilon=c.layer_norm_eps, dtype=_dtype(c), name='LayerNorm')(
         gelu(h))
     bias = self.param('output_bias', nn.initializers.zeros, (c.vocab_size,))
@@ -375,7 +402,8 @@ class DiscriminatorHead(nn.Module):
     hidden = hidden.reshape(-1, hidden.shape[-1])  # 2-D, as in Transformer
     h = gelu(nn.Dense(hidden.shape[-1], kernel_init=_init(c), dtype=_dtype(c),
                       name='dense')(hidden))
-    out = nn.Dense(1, kernel_init=_init(c), dtype=_dtype(c), name='dense_prediction')(h)
+    out = nn.Dense(1, kernel_init=dense_default_init(c), dtype=_dtype(c),
+                   name='dense_prediction')(h)
     return out.reshape(leading).astype(jnp.float32)
 
 
@@ -396,7 +424,7 @@ class ElectraPretrainer(nn.Module):
     c = self.model_config
     self.embeddings = Embeddings(c)
     if self.untied_generator_embeddings:
-      self.generator_embeddings = Embeddings(c)
+      self.generator_embeddings = Embeddings(generator_embeddings_config(c))
     self.discriminator = Transformer(c, discriminator_size(c), scan_layers=self.scan_layers)
     if self.untied_generator:
       self.generator = Transformer(c, generator_size(c), scan_layers=self.scan_layers)
@@ -430,6 +458,15 @@ class ElectraPretrainer(nn.Module):
     return (self.generator_logits(input_ids, input_mask, segment_ids, masked_positions,
                                   deterministic),
             self.discriminator_logits(input_ids, input_mask, segment_ids, deterministic))
+
+
+def generator_embeddings_config(model_config):
+  """The model config of untied generator embeddings: tables as wide as the generator (the
+  original: no embeddings_project), or `model.generator_embedding_size` when that is set."""
+  c = ml_collections.ConfigDict(model_config.to_dict())
+  c.embedding_size = (model_config.get('generator_embedding_size', 0)
+                      or generator_size(model_config).hidden_size)
+  return c
 
 
 def make_pretrainer(config) -> ElectraPretrainer:

@@ -13,21 +13,26 @@ import jax.numpy as jnp
 import optax
 
 
-def learning_rate_schedule(optim_config, num_train_steps: int) -> optax.Schedule:
+def learning_rate_schedule(optim_config, num_train_steps: int,
+                           warmup_steps: float | None = None) -> optax.Schedule:
+  """`warmup_steps` (default optim.warmup_steps) may be fractional, as the original's fine-tuning
+  warmup (0.1 x steps, a float) is; 'warmup_linear' rounds it down."""
   o = optim_config
+  warmup_steps = o.warmup_steps if warmup_steps is None else warmup_steps
   if o.schedule == 'electra':
     decay = optax.polynomial_schedule(o.learning_rate, o.end_learning_rate, power=1.0,
                                       transition_steps=num_train_steps)
 
     def schedule(step):
-      warmup = jnp.minimum(1.0, step / max(o.warmup_steps, 1)) if o.warmup_steps else 1.0
+      warmup = jnp.minimum(1.0, step / max(warmup_steps, 1)) if warmup_steps else 1.0
       return decay(step) * warmup
     return schedule
   if o.schedule == 'warmup_linear':
+    warmup_steps = int(warmup_steps)
     return optax.join_schedules([
-        optax.linear_schedule(0.0, o.learning_rate, o.warmup_steps),
+        optax.linear_schedule(0.0, o.learning_rate, warmup_steps),
         optax.linear_schedule(o.learning_rate, o.end_learning_rate,
-                              max(num_train_steps - o.warmup_steps, 1))], [o.warmup_steps])
+                              max(num_train_steps - warmup_steps, 1))], [warmup_steps])
   raise ValueError(f"optim.schedule must be 'electra' or 'warmup_linear', got {o.schedule!r}")
 
 

@@ -184,6 +184,38 @@ def test_export_to_hf_loads_in_transformers_and_round_trips_exactly(hf_dir, inpu
         ours_tok.sep_id]
 
 
+def test_generator_with_tables_of_its_own_width(inputs, tmp_path):
+  """The original's untied_generator_embeddings: the generator's tables as wide as its hidden size
+  (16, no projection) beside the discriminator's (16 -> 32 projected). HF -> ours gives HF's
+  logits, ours -> HF -> ours is exact, and the model config says which tables are whose."""
+  torch.manual_seed(1)
+  disc_config, gen_config = hf_configs()
+  disc_config.embedding_size = 24
+  disc = randomized(transformers.ElectraForPreTraining(disc_config))
+  gen = randomized(transformers.ElectraForMaskedLM(gen_config))  # embedding 16 = hidden 16
+  for name, model in (('discriminator', disc), ('generator', gen)):
+    model.save_pretrained(str(tmp_path / 'hf' / name))
+    (tmp_path / 'hf' / name / 'vocab.txt').write_text('\n'.join(VOCAB) + '\n', encoding='utf-8')
+  w = convert.read(str(tmp_path / 'hf'))
+  assert w.untied_generator_embeddings and w.model.generator_embedding_size == 0
+  assert w.generator['embeddings']['word_embeddings']['embedding'].shape == (VOCAB_SIZE, 16)
+  assert 'embeddings_project' not in w.generator['generator']
+  ids, mask, types, positions = inputs
+  ours_disc = model_lib.ElectraPretrainer(w.model).apply(
+      {'params': w.discriminator}, ids, mask, types, method='discriminator_logits')
+  # A standalone generator's `embeddings` are its own tables: a model config of their width.
+  ours_gen = model_lib.ElectraPretrainer(model_lib.generator_embeddings_config(w.model)).apply(
+      {'params': w.generator}, ids, mask, types, positions, method='generator_logits')
+  theirs = hf_logits(str(tmp_path / 'hf'), inputs)
+  assert max_diff(ours_disc, theirs[0]) <= ATOL and max_diff(ours_gen, theirs[1]) <= ATOL
+  convert.write(w, 'hf', str(tmp_path / 'out'))
+  with open(tmp_path / 'out' / 'generator' / 'config.json') as f:
+    assert json.load(f)['embedding_size'] == 16
+  back = convert.read(str(tmp_path / 'out'))
+  assert_trees_bitwise_equal(back.generator, w.generator)
+  assert back.untied_generator_embeddings and back.model.to_dict() == w.model.to_dict()
+
+
 def test_hf_pytorch_bin_and_a_single_model_dir(hf_dir, inputs, tmp_path):
   """A legacy pytorch_model.bin discriminator alone: no generator in the result."""
   model = transformers.ElectraForPreTraining.from_pretrained(os.path.join(hf_dir, 'discriminator'))

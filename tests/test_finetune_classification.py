@@ -3,6 +3,7 @@
 import csv
 import importlib.util
 import json
+import math
 import os
 
 import jax
@@ -354,3 +355,53 @@ def test_custom_labels_file_and_metrics(tmp_path):
   config.custom.metrics = 'accuracy,bogus'
   with pytest.raises(UserError, match="unknown metric 'bogus'"):
     classification.ClassificationTask(config, tokenizer)
+
+
+def test_losses_are_summed_over_the_batch_as_the_original():
+  """The original sums per-example losses (tagging: per labeled token) before the clip at 1.0;
+  'mean' averages them. Padding examples (weight 0) count in neither."""
+  logits = jnp.array([[2.0, 0.0], [0.0, 1.0], [5.0, -5.0]])
+  batch = {'label': jnp.array([0, 0, 1]), 'weight': jnp.array([1.0, 1.0, 0.0])}
+  per_example = [math.log1p(math.exp(-2.0)), math.log1p(math.exp(1.0))]
+  outputs = {'logits': logits}
+  np.testing.assert_allclose(ft_model.loss_fn('classification', outputs, batch),
+                             sum(per_example), rtol=1e-6)
+  np.testing.assert_allclose(ft_model.loss_fn('classification', outputs, batch, reduction='mean'),
+                             sum(per_example) / 2, rtol=1e-6)
+  np.testing.assert_allclose(
+      ft_model.loss_fn('regression', {'logits': jnp.array([1.0, 2.0, 9.0])},
+                       {'label': jnp.array([0.5, 0.0, 0.0]), 'weight': jnp.array([1., 1., 0.])}),
+      0.25 + 4.0, rtol=1e-6)
+  tag_batch = {'labels': jnp.array([[0, 1], [1, 1]]), 'label_weights': jnp.array([[1., 1.], [1., 0.]]),
+               'weight': jnp.array([1.0, 1.0])}
+  tag_logits = jnp.zeros((2, 2, 2))  # every token's loss is log 2
+  np.testing.assert_allclose(ft_model.loss_fn('tagging', {'logits': tag_logits}, tag_batch),
+                             3 * math.log(2.0), rtol=1e-6)
+  np.testing.assert_allclose(
+      ft_model.loss_fn('tagging', {'logits': tag_logits}, tag_batch, reduction='mean'),
+      math.log(2.0), rtol=1e-6)
+
+
+def test_steps_and_fractional_warmup_as_the_original():
+  config = finetune_config(batch_size=32, num_train_epochs=3.0)
+  assert loop.train_steps(config, 127, task_epochs=3.0) == 9  # 127 // 32 x 3 (not int(11.9))
+  assert loop.train_steps(finetune_config(batch_size=32, num_train_epochs=0.0), 127, 2.5) == 7
+  assert loop.train_steps(finetune_config(num_train_steps=5), 127, 3.0) == 5
+  lr = loop.finetune_schedule(finetune_config(**{'optim.learning_rate': 1.0}), 9)
+  # warmup 0.9 steps (a float), overlapping the linear decay from step 0
+  np.testing.assert_allclose([float(lr(s)) for s in (0, 1, 4, 9)],
+                             [0.0, 8 / 9, 5 / 9, 0.0], rtol=1e-6, atol=1e-7)
+  lr = loop.finetune_schedule(finetune_config(**{'optim.learning_rate': 1.0}), 30)
+  np.testing.assert_allclose(float(lr(2)), (2 / 3) * (28 / 30), rtol=1e-6)  # warmup 3.0
+
+
+def test_heads_are_glorot_uniform_as_tf_layers_dense():
+  config = finetune_config()
+  for head, num, names in (('classification', 3, ['classifier']), ('tagging', 5, ['tagger']),
+                           ('qa', 1, ['qa_start', 'qa_hidden', 'answer_class'])):
+    params = ft_model.init_params(ft_model.make_model(config.model, head, num, config),
+                                  jax.random.key(0))
+    for name in names:
+      kernel = np.asarray(params[name]['kernel'])
+      limit = math.sqrt(6.0 / sum(kernel.shape))
+      assert limit * 0.5 < np.abs(kernel).max() <= limit, name

@@ -70,3 +70,24 @@ def test_chunking_learns_fixture(tmp_path):
   written = results['seeds'][0]['predictions']
   first_line = open(written[0]).readline().split()  # conlleval input: word gold predicted
   assert first_line[:2] == ['a', 'B-NP'] and len(first_line) == 3
+
+
+def test_tagging_head_has_no_dropout_as_the_original():
+  """Training-mode tag logits are the tagger applied to the body's (dropped-out) output itself;
+  tagging.dropout=True adds a dropout in between."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from electra_jax.finetune import model as ft_model  # pylint: disable=g-import-not-at-top
+  config = finetune_config(**{'model.dropout_rate': 0.3})
+  ids = jnp.arange(5, 13, dtype=jnp.int32)[None]
+  args = (ids, jnp.ones_like(ids), jnp.zeros_like(ids))
+  rngs = {'dropout': jax.random.key(1)}
+  for dropout in (False, True):
+    config.tagging.dropout = dropout
+    model = ft_model.make_model(config.model, 'tagging', 4, config)
+    params = ft_model.init_params(model, jax.random.key(0))
+    out, state = model.apply({'params': params}, *args, deterministic=False, rngs=rngs,
+                             capture_intermediates=True)
+    hidden = state['intermediates']['discriminator']['__call__'][0]
+    direct = hidden @ params['tagger']['kernel'] + params['tagger']['bias']
+    assert np.allclose(out['logits'], direct, atol=1e-5) == (not dropout)

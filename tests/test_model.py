@@ -96,9 +96,21 @@ def test_embeddings_are_one_shared_table(tiny_setup):
 
 
 def test_untied_switches():
+  # Untied generator embeddings are as wide as the generator (16), with no projection, and its
+  # output layer is tied to them (the original); model.generator_embedding_size sets another width.
   config = tiny_config(**{'objective.untied_generator_embeddings': True})
   params = model_lib.init_params(model_lib.make_pretrainer(config), jax.random.key(0))
-  assert 'generator_embeddings' in params
+  assert params['generator_embeddings']['word_embeddings']['embedding'].shape == (128, 16)
+  assert params['embeddings']['word_embeddings']['embedding'].shape == (128, 24)
+  assert 'embeddings_project' not in params['generator']
+  assert 'embeddings_project' in params['discriminator']
+  assert params['generator_predictions']['dense']['kernel'].shape == (16, 16)
+  config = tiny_config(**{'objective.untied_generator_embeddings': True,
+                          'model.generator_embedding_size': 8})
+  params = model_lib.init_params(model_lib.make_pretrainer(config), jax.random.key(0))
+  assert params['generator_embeddings']['word_embeddings']['embedding'].shape == (128, 8)
+  assert params['generator']['embeddings_project']['kernel'].shape == (8, 16)
+  assert params['generator_predictions']['dense']['kernel'].shape == (16, 8)
   config = tiny_config(**{'objective.untied_generator': False, 'model.generator_fraction': 1.0})
   params = model_lib.init_params(model_lib.make_pretrainer(config), jax.random.key(0))
   assert 'generator' not in params  # the generator IS the discriminator body
@@ -199,3 +211,46 @@ def test_layer_norm_and_gelu_gradients_equal_autodiff():
   formula = lambda x: 0.5 * x * (1.0 + jax.lax.erf(x / jnp.sqrt(2.0)))
   np.testing.assert_allclose(jax.grad(lambda x: jnp.sum(model_lib.gelu(x) * dy))(x),
                              jax.grad(lambda x: jnp.sum(formula(x) * dy))(x), atol=1e-5)
+
+
+def test_tf1_truncated_normal_is_not_rescaled():
+  """TF1's truncated_normal_initializer(0.02): redraws outside +-2 std and keeps stddev as the scale
+  of the untruncated normal (real std 0.0176); jax's initializer would rescale to 0.02."""
+  key = jax.random.key(3)
+  init = model_lib.tf1_truncated_normal(0.02)
+  values = init(key, (400, 500))
+  np.testing.assert_array_equal(values, 0.02 * jax.random.truncated_normal(key, -2.0, 2.0,
+                                                                           (400, 500)))
+  assert float(jnp.max(jnp.abs(values))) <= 0.04
+  assert abs(float(jnp.std(values)) - 0.02 * 0.87962566) < 2e-4  # std of N(0,1) cut at +-2
+
+
+def test_initializers_follow_the_original():
+  """truncated normal(0.02) for tables and transformer kernels; glorot uniform (tf.layers.dense's
+  default) for embeddings_project and the discriminator's output layer; zeros/ones elsewhere."""
+  config = tiny_config()
+  flat = {'/'.join(k): np.asarray(v) for k, v in jax.tree_util.tree_flatten_with_path(
+      model_lib.init_params(model_lib.make_pretrainer(config), jax.random.key(0)))[0]
+          for k in [tuple(getattr(p, 'key', p) for p in k)]}
+  glorot = [k for k in flat if 'embeddings_project/kernel' in k
+            or k == 'discriminator_predictions/dense_prediction/kernel']
+  assert len(glorot) == 3  # both models' projections (embedding 24 != hidden) and the head
+  for name, value in flat.items():
+    leaf = name.rsplit('/', 1)[-1]
+    if name in glorot:
+      limit = math.sqrt(6.0 / sum(value.shape))
+      assert np.abs(value).max() <= limit and np.abs(value).max() > 0.5 * limit, name
+    elif leaf in ('kernel', 'embedding'):
+      assert np.abs(value).max() <= 0.04 and value.std() > 0.01, name
+    elif leaf == 'scale':
+      np.testing.assert_array_equal(value, 1.0)
+    else:
+      assert leaf in ('bias', 'output_bias'), name
+      np.testing.assert_array_equal(value, 0.0)
+  # model.initializer='normal': plain normal(0.02) everywhere (values beyond 2 std, head included).
+  normal = model_lib.init_params(model_lib.make_pretrainer(
+      tiny_config(**{'model.initializer': 'normal'})), jax.random.key(0))
+  table = np.asarray(normal['embeddings']['word_embeddings']['embedding'])
+  assert np.abs(table).max() > 0.04 and abs(table.std() - 0.02) < 1e-3
+  head = np.asarray(normal['discriminator_predictions']['dense_prediction']['kernel'])
+  assert np.abs(head).max() < 0.1

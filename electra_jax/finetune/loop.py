@@ -102,7 +102,8 @@ def load_body(params, body):
 
 # ---- The pure steps.
 
-def train_step(state, batch, rng, *, model, tx, learning_rate_fn, answerable_weight):
+def train_step(state, batch, rng, *, model, tx, learning_rate_fn, answerable_weight,
+               loss_reduction='sum'):
   dropout_rng = jax.random.fold_in(rng, state.step)
   # QA's joint end head is conditioned on the gold start while training.
   extra = {'start_positions': batch['start_position']} if model.head == 'qa' else {}
@@ -111,7 +112,7 @@ def train_step(state, batch, rng, *, model, tx, learning_rate_fn, answerable_wei
     outputs = model.apply({'params': params}, batch['input_ids'], batch['input_mask'],
                           batch['segment_ids'], deterministic=False, rngs={'dropout': dropout_rng},
                           **extra)
-    return ft_model.loss_fn(model.head, outputs, batch, answerable_weight)
+    return ft_model.loss_fn(model.head, outputs, batch, answerable_weight, loss_reduction)
 
   loss, grads = jax.value_and_grad(loss_fn)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -166,6 +167,18 @@ def train_batch(arrays: dict, step: int, batch_size: int, seed: int) -> dict:
 
 # ---- One seed.
 
+def train_steps(config, num_examples: int, task_epochs: float) -> int:
+  """num_train_steps, or the original's count: (examples // batch) x epochs, rounded down."""
+  epochs = config.num_train_epochs or task_epochs
+  return config.num_train_steps or max(1, int(num_examples // config.batch_size * epochs))
+
+
+def finetune_schedule(config, num_train_steps: int):
+  """The learning rate by step; warmup = warmup_proportion x steps, fractional as the original."""
+  return optim.learning_rate_schedule(config.optim, num_train_steps,
+                                      config.warmup_proportion * num_train_steps)
+
+
 def _save_best(workdir, best, params):
   """best.json (score, step, metrics) and best.msgpack (the weights), each replaced atomically."""
   if jax.process_index() != 0:
@@ -197,15 +210,10 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
   if num_examples < batch_size:
     raise UserError(f'{task.name} has {num_examples} training examples, fewer than batch_size '
                     f'{batch_size}; lower --config.batch_size')
-  epochs = config.num_train_epochs or task.epochs
-  num_train_steps = config.num_train_steps or max(1, int(epochs * num_examples / batch_size))
+  num_train_steps = train_steps(config, num_examples, task.epochs)
   epochs = num_train_steps * batch_size / num_examples  # what runs (num_train_steps may override)
-  steps_per_epoch = num_examples // batch_size
-  eval_every = config.eval_every_steps or steps_per_epoch
-
-  optim_config = ml_collections.ConfigDict(config.optim.to_dict())
-  optim_config.warmup_steps = int(config.warmup_proportion * num_train_steps)
-  learning_rate_fn = optim.learning_rate_schedule(optim_config, num_train_steps)
+  eval_every = config.eval_every_steps or num_examples // batch_size
+  learning_rate_fn = finetune_schedule(config, num_train_steps)
   init_rng, dropout_rng = jax.random.split(jax.random.key(seed))
   params = load_body(jax.device_get(ft_model.init_params(model, init_rng)), body)
   if config.layerwise_lr_decay not in (0, 1.0):
@@ -216,7 +224,7 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
                                             config.layerwise_decay_rule == 'original')
   else:
     lr_factors = None
-  tx = optim.make_optimizer(optim_config, num_train_steps, learning_rate_fn, lr_factors)
+  tx = optim.make_optimizer(config.optim, num_train_steps, learning_rate_fn, lr_factors)
   repl = sharding.replicated(mesh)
   params = jax.device_put(params, repl)
   state = train_lib.TrainState(jax.device_put(jnp.zeros((), jnp.int32), repl), params,
@@ -224,7 +232,8 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
   batch_shard = sharding.batch_sharding(mesh)
   p_train_step = jax.jit(
       functools.partial(train_step, model=model, tx=tx, learning_rate_fn=learning_rate_fn,
-                        answerable_weight=config.qa.answerable_weight),
+                        answerable_weight=config.qa.answerable_weight,
+                        loss_reduction=config.loss_reduction),
       in_shardings=(repl, batch_shard, repl), out_shardings=(repl, repl), donate_argnums=(0,))
   p_predict = jax.jit(functools.partial(predict_step, model=model),
                       in_shardings=(repl, batch_shard), out_shardings=repl)

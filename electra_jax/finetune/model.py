@@ -3,7 +3,7 @@
 Parameter tree: `embeddings`, `discriminator` (the names of model.ElectraPretrainer, so pre-trained
 weights drop in by key; the pre-training heads are not used) and one head:
   classifier/   [CLS] -> dropout -> dense(num_labels); num_labels=1 for regression (no pooler)
-  tagger/       every token -> dropout -> dense(num_labels)
+  tagger/       every token -> dense(num_labels) (tagging.dropout: dropout first)
   qa_start/     every token -> dense(1): start logits (positions outside the context and [CLS]
                 masked, as the original's answer_mask)
   qa_end/       (qa_joint=False) every token -> dense(1): end logits, independent of the start
@@ -30,13 +30,13 @@ class JointEndLogits(nn.Module):
   """dense(1)(GELU(dense(512)([start_features; end_features]))) with broadcasting: the 512-wide
   layer is applied to each half separately, so [B, K, 1, H] x [B, 1, T, H] never materializes
   the concatenation."""
-  initializer_range: float
+  model_config: ml_collections.ConfigDict
   width: int = 512
 
   @nn.compact
   def __call__(self, start_features, end_features):
     hidden = end_features.shape[-1]
-    init = nn.initializers.normal(self.initializer_range)
+    init = model_lib.dense_default_init(self.model_config)  # fan_in 2 x hidden, as one dense
     kernel = self.param('kernel', init, (2 * hidden, self.width))
     bias = self.param('bias', nn.initializers.zeros, (self.width,))
     h = start_features @ kernel[:hidden] + end_features @ kernel[hidden:] + bias
@@ -51,6 +51,7 @@ class FinetuneModel(nn.Module):
   qa_joint: bool = True
   qa_beam: int = 20
   qa_answerable_uses_start: bool = True
+  tagging_dropout: bool = False
 
   @nn.compact
   def __call__(self, input_ids, input_mask, segment_ids, deterministic: bool = True,
@@ -61,15 +62,16 @@ class FinetuneModel(nn.Module):
     embedded = model_lib.Embeddings(c, name='embeddings')(input_ids, segment_ids, deterministic)
     hidden = model_lib.Transformer(c, model_lib.discriminator_size(c), name='discriminator')(
         embedded, input_mask, deterministic)
-    dense = lambda n, name: nn.Dense(n, kernel_init=nn.initializers.normal(c.initializer_range),
-                                     name=name)
+    # The original builds every task head with tf.layers.dense's default (glorot uniform).
+    dense = lambda n, name: nn.Dense(n, kernel_init=model_lib.dense_default_init(c), name=name)
     drop = lambda x: nn.Dropout(c.dropout_rate)(x, deterministic=deterministic)
     hidden = hidden.astype(jnp.float32)  # heads and losses in float32
     if self.head in ('classification', 'regression'):
       logits = dense(self.num_outputs, 'classifier')(drop(hidden[:, 0]))
       return {'logits': logits[:, 0] if self.head == 'regression' else logits}
-    if self.head == 'tagging':
-      return {'logits': dense(self.num_outputs, 'tagger')(drop(hidden))}
+    if self.head == 'tagging':  # the original's tagging head has no dropout
+      hidden = drop(hidden) if self.tagging_dropout else hidden
+      return {'logits': dense(self.num_outputs, 'tagger')(hidden)}
     if self.head == 'qa':
       return self._qa(hidden, input_mask, segment_ids, start_positions, dense)
     raise ValueError(f'head must be one of {HEADS}, got {self.head!r}')
@@ -84,7 +86,7 @@ class FinetuneModel(nn.Module):
     if not self.qa_joint:
       outputs['end_logits'] = dense(1, 'qa_end')(hidden)[..., 0] + masked
     else:
-      joint = JointEndLogits(self.model_config.initializer_range, name='qa_hidden')
+      joint = JointEndLogits(self.model_config, name='qa_hidden')
       if start_positions is not None:  # training: the gold start
         start_features = jnp.take_along_axis(hidden, start_positions[:, None, None], axis=1)
         outputs['end_logits'] = joint(start_features, hidden) + masked
@@ -106,7 +108,9 @@ class FinetuneModel(nn.Module):
 
 
 def make_model(model_config, head: str, num_outputs: int, config=None) -> FinetuneModel:
-  """The model for a task; QA options come from config.qa."""
+  """The model for a task; QA options come from config.qa, tagging's from config.tagging."""
+  if head == 'tagging' and config is not None:
+    return FinetuneModel(model_config, head, num_outputs, tagging_dropout=config.tagging.dropout)
   if head != 'qa' or config is None:
     return FinetuneModel(model_config, head, num_outputs)
   return FinetuneModel(model_config, head, num_outputs, qa_joint=config.qa.joint_prediction,
@@ -119,21 +123,29 @@ def init_params(model: FinetuneModel, rng, seq_len: int = 8):
   return model.init(rng, ids, jnp.ones_like(ids), ids)['params']
 
 
-def _masked_mean(values, weights):
-  return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1e-6)
+def _reduce(values, weights, reduction: str):
+  """'sum' (the original: per-example losses summed over the batch, so the global-norm clip at 1.0
+  acts on the sum) or 'mean' (over the weighted entries)."""
+  total = jnp.sum(values * weights)
+  if reduction == 'sum':
+    return total
+  if reduction == 'mean':
+    return total / jnp.maximum(jnp.sum(weights), 1e-6)
+  raise ValueError(f"loss_reduction must be 'sum' or 'mean', got {reduction!r}")
 
 
-def loss_fn(head: str, outputs, batch, answerable_weight: float = 0.5):
-  """Mean loss over the batch's real examples (`weight` 0 marks padding)."""
+def loss_fn(head: str, outputs, batch, answerable_weight: float = 0.5, reduction: str = 'sum'):
+  """The batch's loss over its real examples (`weight` 0 marks padding), summed (the original) or
+  averaged; tagging sums (or averages) over the labeled tokens, as the original."""
   weight = batch['weight']
   if head == 'classification':
     losses = optax.softmax_cross_entropy_with_integer_labels(outputs['logits'], batch['label'])
-    return _masked_mean(losses, weight)
+    return _reduce(losses, weight, reduction)
   if head == 'regression':
-    return _masked_mean(jnp.square(outputs['logits'] - batch['label']), weight)
+    return _reduce(jnp.square(outputs['logits'] - batch['label']), weight, reduction)
   if head == 'tagging':
     losses = optax.softmax_cross_entropy_with_integer_labels(outputs['logits'], batch['labels'])
-    return _masked_mean(losses, batch['label_weights'] * weight[:, None])
+    return _reduce(losses, batch['label_weights'] * weight[:, None], reduction)
   if head == 'qa':
     # The logits are already masked to the context and [CLS]; a window without the answer (or an
     # unanswerable question) points start and end at [CLS] (position 0), as in BERT/ELECTRA.
@@ -143,7 +155,7 @@ def loss_fn(head: str, outputs, batch, answerable_weight: float = 0.5):
                                                               batch['end_position'])) / 2
     answerable = optax.sigmoid_binary_cross_entropy(outputs['answerable_logit'],
                                                     batch['answerable'].astype(jnp.float32))
-    return _masked_mean(span + answerable_weight * answerable, weight)
+    return _reduce(span + answerable_weight * answerable, weight, reduction)
   raise ValueError(head)
 
 
