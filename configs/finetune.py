@@ -73,6 +73,9 @@ def get_config():
   c.swap_augment = True  # MRPC and STS-B also train on (B, A), as the original
   c.predict_test = True  # write test-set predictions (GLUE submission files) with the best weights
   c.optim.learning_rate = 1e-4
+  # Fine-tuning dropout, whatever the checkpoint was pre-trained with (the original's 0.1).
+  c.model.dropout_rate = 0.1
+  c.model.attention_dropout_rate = 0.1
   # 'electra' (the original): linear decay from step 0 times min(1, step / warmup), overlapping;
   # 'warmup_linear': warmup, then linear decay.
   c.optim.schedule = 'electra'

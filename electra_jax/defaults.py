@@ -94,6 +94,10 @@ def get_default_config() -> ml_collections.ConfigDict:
 
   # ---- Optimizer (optim.py).
   c.optim = ml_collections.ConfigDict()
+  # 'adamw': the original's AdamW; 'lamb': LAMB (optax.lamb: Adam moments with bias correction, the
+  # same weight-decay mask, a per-parameter trust ratio) for large batches (configs/base_lamb.py).
+  # Both clip the global gradient norm at clip_norm first.
+  c.optim.name = 'adamw'
   c.optim.learning_rate = 5e-4
   c.optim.warmup_steps = 10_000
   c.optim.schedule = 'electra'  # 'electra': warmup overlapping linear decay; 'warmup_linear': textbook
@@ -103,7 +107,7 @@ def get_default_config() -> ml_collections.ConfigDict:
   c.optim.b2 = 0.999
   c.optim.eps = 1e-6
   c.optim.clip_norm = 1.0
-  c.optim.bias_correction = False  # the original's Adam has none; True gives textbook AdamW
+  c.optim.bias_correction = False  # adamw: the original's Adam has none; True gives textbook AdamW
 
   # ---- Loop (train.py).
   c.log_every_steps = 100

@@ -111,18 +111,28 @@ def scale_by_factors(factors) -> optax.GradientTransformation:
 def make_optimizer(optim_config, num_train_steps: int, learning_rate_fn=None, lr_factors=None):
   """clip(global norm) -> Adam(-ish) -> + weight_decay * param -> * -lr [* per-parameter factor].
 
-  `lr_factors` (fine-tuning, `layerwise_lr_factors`) scale each parameter's whole update, weight
-  decay included, as a per-parameter learning rate does in the original.
+  `optim.name='lamb'`: clip(global norm) -> optax.lamb (textbook Adam moments, the same decay mask,
+  then each parameter's update scaled by the trust ratio ||param|| / ||update||, 1 where either is
+  zero) for large batches. `lr_factors` (fine-tuning, `layerwise_lr_factors`) scale each
+  parameter's whole update, weight decay included, as a per-parameter learning rate does in the
+  original.
   """
   o = optim_config
   lr = learning_rate_fn or learning_rate_schedule(o, num_train_steps)
-  adam = (optax.scale_by_adam(o.b1, o.b2, o.eps) if o.bias_correction
-          else scale_by_adam_no_bias_correction(o.b1, o.b2, o.eps))
   parts = []
   if o.clip_norm and o.clip_norm > 0:
     parts.append(optax.clip_by_global_norm(o.clip_norm))
-  parts += [adam, optax.add_decayed_weights(o.weight_decay, mask=weight_decay_mask),
-            optax.scale_by_learning_rate(lr)]
+  name = o.get('name', 'adamw')
+  if name == 'lamb':
+    parts.append(optax.lamb(lr, o.b1, o.b2, o.eps, weight_decay=o.weight_decay,
+                            mask=weight_decay_mask))
+  elif name == 'adamw':
+    adam = (optax.scale_by_adam(o.b1, o.b2, o.eps) if o.bias_correction
+            else scale_by_adam_no_bias_correction(o.b1, o.b2, o.eps))
+    parts += [adam, optax.add_decayed_weights(o.weight_decay, mask=weight_decay_mask),
+              optax.scale_by_learning_rate(lr)]
+  else:
+    raise ValueError(f"optim.name must be 'adamw' or 'lamb', got {name!r}")
   if lr_factors is not None:
     parts.append(scale_by_factors(lr_factors))
   return optax.chain(*parts)

@@ -82,3 +82,56 @@ def test_weight_decay_mask_excludes_layernorm_and_biases():
   assert not flat["['embeddings']['LayerNorm']['scale']"]
   assert not flat["['generator_predictions']['output_bias']"]
   assert not flat["['discriminator']['layer_1']['output_LayerNorm']['bias']"]
+
+
+def test_lamb_by_hand():
+  """optim.name='lamb': the global-norm clip, then Adam with bias correction, weight decay on
+  kernels only, and each leaf's update scaled by ||param|| / ||update|| (optax.lamb's trust ratio)."""
+  o = _optim_config(name='lamb', warmup_steps=0, weight_decay=0.1, clip_norm=1.0,
+                    learning_rate=0.01, eps=1e-6)
+  tx = optim.make_optimizer(o, num_train_steps=10**9)  # the linear decay is negligible here
+  params = {'w': {'kernel': jnp.array([1.0, -2.0])}, 'b': {'bias': jnp.array([0.5, 0.25])}}
+  state = tx.init(params)
+  p = {'w': np.array([1.0, -2.0]), 'b': np.array([0.5, 0.25])}
+  m = {k: np.zeros(2) for k in p}
+  v = {k: np.zeros(2) for k in p}
+  for t, g in enumerate([{'w': [3.0, -1.0], 'b': [2.0, 0.0]},  # norm 3.87 > 1: clipped
+                         {'w': [0.2, 0.1], 'b': [-0.1, 0.3]}], start=1):  # norm 0.39: not
+    grads = {'w': {'kernel': jnp.array(g['w'])}, 'b': {'bias': jnp.array(g['b'])}}
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+    norm = math.sqrt(sum(x * x for k in g for x in g[k]))
+    scale = min(1.0, 1.0 / norm)
+    for k in p:
+      gk = np.array(g[k]) * scale
+      m[k] = 0.9 * m[k] + 0.1 * gk
+      v[k] = 0.999 * v[k] + 0.001 * gk * gk
+      u = (m[k] / (1 - 0.9**t)) / (np.sqrt(v[k] / (1 - 0.999**t)) + 1e-6)
+      if k == 'w':
+        u = u + 0.1 * p[k]
+      trust = np.linalg.norm(p[k]) / np.linalg.norm(u)
+      p[k] = p[k] - 0.01 * trust * u
+    np.testing.assert_allclose(params['w']['kernel'], p['w'], rtol=1e-5)
+    np.testing.assert_allclose(params['b']['bias'], p['b'], rtol=1e-5)
+
+
+def test_base_lamb_config_is_base_with_the_large_batch_recipe():
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+  def load(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(root, 'configs', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config().to_dict()
+
+  lamb, base = load('base_lamb'), load('base')
+  assert lamb['optim']['name'] == 'lamb' and lamb['optim']['learning_rate'] == 6e-3
+  assert (lamb['batch_size'], lamb['max_seq_length'], lamb['num_train_steps'],
+          lamb['optim']['warmup_steps']) == (67_584, 128, 10_000, 2_000)
+  for key in ('batch_size', 'max_seq_length', 'num_train_steps'):
+    del lamb[key], base[key]
+  for key in ('name', 'learning_rate', 'warmup_steps'):
+    del lamb['optim'][key], base['optim'][key]
+  assert lamb == base
