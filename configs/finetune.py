@@ -100,6 +100,18 @@ def get_config():
   c.tagging.scheme = 'bioes'
   c.tagging.dropout = False  # the original's tagging head has no dropout; True: as the classifier
 
+  # --mode=score (electra_jax/score.py): texts, one per line ('-' = stdin) -> JSONL of per-token
+  # P(replaced) and per-text mean log P(original), from init_checkpoint's discriminator.
+  c.score = ml_collections.ConfigDict()
+  c.score.input = ''
+  c.score.output = ''  # '' = WORKDIR/scores.jsonl
+  # --mode=zeroshot: custom.dev_file classified by replaced-token detection: each label's word
+  # fills the template's {label} slot ({text} or {text_a}, {text_b}: the example's texts); the
+  # label whose word looks least replaced wins. label_words: 'label:word,label:word'.
+  c.zeroshot = ml_collections.ConfigDict()
+  c.zeroshot.template = '{text} It was {label}.'
+  c.zeroshot.label_words = ''
+
   c.qa = ml_collections.ConfigDict()
   c.qa.doc_stride = 128
   c.qa.max_query_length = 64

@@ -10,7 +10,9 @@ Fine-tuning (configs/finetune.py; the config's `task` key selects it, or --mode=
       --config.init_checkpoint=PRETRAIN_WORKDIR --config.data_dir=GLUE_DIR --workdir=DIR
 
 Modes: `train` (default: builds the data if WORKDIR/data has none, then pre-trains, resuming from
-the latest checkpoint in WORKDIR) and `build_data` (only the vocabulary and TFRecord shards).
+the latest checkpoint in WORKDIR), `build_data` (only the vocabulary and TFRecord shards), and with
+configs/finetune.py: `finetune`, `score` (per-token P(replaced) of texts, score.py) and `zeroshot`
+(classification by replaced-token detection, score.py).
 A problem with the input is printed as one `error: ...` line and exits with status 1.
 """
 import logging as std_logging
@@ -32,7 +34,8 @@ from electra_jax.errors import UserError  # pylint: disable=g-import-not-at-top,
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a configs/*.py file.',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where data, checkpoints and logs go.')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'build_data', 'finetune'], 'What to run.')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'build_data', 'finetune', 'score', 'zeroshot'],
+                          'What to run.')
 
 
 def run(mode: str, config, workdir: str):
@@ -40,6 +43,9 @@ def run(mode: str, config, workdir: str):
   if mode == 'build_data':
     from electra_jax import build_data  # pylint: disable=g-import-not-at-top
     return build_data.build_pretraining_data(config, workdir)
+  if mode in ('score', 'zeroshot'):  # the discriminator as a tool (configs/finetune.py's keys)
+    from electra_jax import score  # pylint: disable=g-import-not-at-top
+    return (score.run_score if mode == 'score' else score.run_zeroshot)(config, workdir)
   if mode == 'finetune' or 'task' in config:  # configs/finetune.py
     from electra_jax.finetune import loop  # pylint: disable=g-import-not-at-top
     return loop.run(config, workdir)
