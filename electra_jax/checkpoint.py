@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from electra_jax import model as model_lib
 from electra_jax.errors import UserError
 
 
@@ -75,10 +76,20 @@ DISCRIMINATOR_KEYS = ('embeddings', 'discriminator', 'discriminator_predictions'
 
 
 def split_pretrained(params, objective_config):
-  """Full pre-training params -> (discriminator params, generator params), each standalone."""
+  """Full pre-training params -> (discriminator params, generator params), each standalone.
+
+  With embedding_sharing='gdes' the discriminator's word and position tables are written as used:
+  the generator's plus E_delta, so the export is a plain ELECTRA discriminator.
+  """
+  sharing = model_lib.embedding_sharing(objective_config)
   disc = {k: params[k] for k in DISCRIMINATOR_KEYS}
-  gen_emb = ('generator_embeddings' if objective_config.untied_generator_embeddings
-             else 'embeddings')
+  if sharing == 'gdes':
+    emb = dict(disc['embeddings'])
+    for table in ('word_embeddings', 'position_embeddings'):
+      emb[table] = {'embedding': emb[table]['embedding']
+                                 + params['generator_embeddings'][table]['embedding']}
+    disc['embeddings'] = emb
+  gen_emb = 'embeddings' if sharing == 'shared' else 'generator_embeddings'
   gen_body = 'generator' if objective_config.untied_generator else 'discriminator'
   gen = {'embeddings': params[gen_emb], 'generator': params[gen_body],
          'generator_predictions': params['generator_predictions']}
@@ -95,8 +106,14 @@ def export_pretrained(directory: str, params, config, vocab_info: dict):
     with open(tmp, 'wb') as f:
       f.write(flax.serialization.msgpack_serialize(tree))
     os.replace(tmp, os.path.join(directory, f'{name}.msgpack'))
-  info = {'model': config.model.to_dict(), 'vocab': vocab_info,
-          'objective': {'untied_generator_embeddings': config.objective.untied_generator_embeddings,
+  sharing = model_lib.embedding_sharing(config.objective)
+  model_config = config.model.to_dict()
+  if sharing == 'gdes':  # the generator's own tables are embedding_size wide: say so
+    width = config.model.embedding_size
+    model_config['generator_embedding_size'] = (
+        0 if width == model_lib.generator_size(config.model).hidden_size else width)
+  info = {'model': model_config, 'vocab': vocab_info,
+          'objective': {'untied_generator_embeddings': sharing != 'shared',
                         'untied_generator': config.objective.untied_generator}}
   with open(os.path.join(directory, 'config.json'), 'w') as f:
     json.dump(info, f, indent=2)

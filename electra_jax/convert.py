@@ -126,8 +126,8 @@ def _leaf_path(path) -> str:
 def expected_shapes(model_config, untied_generator_embeddings: bool = False) -> dict:
   """{kind: {param path tuple: shape}} of the standalone discriminator and generator params (the
   generator's own tables, when untied, under its `embeddings` key)."""
-  model = model_lib.ElectraPretrainer(model_config,
-                                      untied_generator_embeddings=untied_generator_embeddings)
+  model = model_lib.ElectraPretrainer(
+      model_config, embedding_sharing='separate' if untied_generator_embeddings else 'shared')
   seq_len = min(8, model_config.max_position_embeddings)
   shapes = jax.eval_shape(lambda: model_lib.init_params(model, jax.random.key(0), seq_len))
   flat = traverse_util.flatten_dict(shapes)
@@ -794,7 +794,7 @@ def _merged_generator(w: Weights, params: dict, objective_config, where: str, ne
   new['generator_predictions'] = _checked(gen['generator_predictions'],
                                           params['generator_predictions'],
                                           'generator_predictions', where)
-  if objective_config.untied_generator_embeddings:
+  if model_lib.embedding_sharing(objective_config) != 'shared':
     new['generator_embeddings'] = _checked(gen['embeddings'], params['generator_embeddings'],
                                            'generator_embeddings', where)
   elif w.discriminator is None:
@@ -802,14 +802,14 @@ def _merged_generator(w: Weights, params: dict, objective_config, where: str, ne
   elif not trees_equal(gen['embeddings'], w.discriminator['embeddings']):
     raise UserError(f'init_checkpoint {where}: the generator\'s embeddings differ from the '
                     'discriminator\'s, but this config shares one table; set '
-                    '--config.objective.untied_generator_embeddings=True')
+                    "--config.objective.embedding_sharing='separate' (or 'gdes')")
 
 
 def initial_params(config, params, data_vocab_path: str = '') -> dict:
   """The pre-training params to start from: `params` (random init) with `config.init_checkpoint`'s
   generator and discriminator put in.
 
-  One shared embedding table stays one table (unless objective.untied_generator_embeddings). A
+  One shared embedding table stays one table (unless objective.embedding_sharing says not). A
   checkpoint with only a discriminator (e.g. a fine-tuning HF model) leaves the generator at its
   random init, and says so. Any shape that differs from the config's is a UserError naming the
   parameter; so is a vocabulary that differs from the data's (`data_vocab_path`).
@@ -831,6 +831,14 @@ def initial_params(config, params, data_vocab_path: str = '') -> dict:
   else:
     logging.warning('init_checkpoint %s has no generator: the generator keeps its random '
                     'initialization.', where)
+  if model_lib.embedding_sharing(config.objective) == 'gdes':
+    # The discriminator's word/position tables are the generator's plus E_delta: E_delta is what
+    # makes the imported discriminator table exact.
+    emb = dict(new['embeddings'])
+    for table in ('word_embeddings', 'position_embeddings'):
+      emb[table] = {'embedding': np.asarray(emb[table]['embedding'], np.float32) - np.asarray(
+          new['generator_embeddings'][table]['embedding'], np.float32)}
+    new['embeddings'] = emb
   logging.info('Initialized the %s from init_checkpoint %s.', ' and '.join(w.kinds()), where)
   return new
 

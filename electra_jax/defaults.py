@@ -63,7 +63,7 @@ def get_default_config() -> ml_collections.ConfigDict:
   # 'normal': normal(initializer_range) everywhere (HF transformers' choice).
   c.model.initializer = 'original'
   c.model.generator_fraction = 0.25
-  # Width of the generator's own embedding tables with objective.untied_generator_embeddings:
+  # Width of the generator's own embedding tables with objective.embedding_sharing='separate':
   # 0 = the generator's hidden size (the original; no projection), else this (with a projection).
   c.model.generator_embedding_size = 0
   c.model.dtype = 'float32'  # compute dtype: 'float32' or 'bfloat16' (params stay float32)
@@ -89,6 +89,13 @@ def get_default_config() -> ml_collections.ConfigDict:
   c.objective.sampler = 'inverse_cdf'
   c.objective.disallow_correct = False
   c.objective.uniform_generator = False
+  # Embedding tables of the generator and the discriminator: 'shared' (ELECTRA: one set, pulled by
+  # both losses), 'separate' (the generator's own, as wide as the generator: the original's
+  # untied_generator_embeddings=True, which is read as 'separate'), or 'gdes' (DeBERTaV3's
+  # gradient-disentangled sharing: the discriminator's word and position tables are
+  # stop_gradient(generator's) + E_delta, E_delta starting at zero and trained by the
+  # discriminator loss alone; the export writes the sum, a plain ELECTRA discriminator).
+  c.objective.embedding_sharing = 'shared'
   c.objective.untied_generator_embeddings = False
   c.objective.untied_generator = True  # False: generator IS the discriminator (needs generator_fraction 1.0)
 

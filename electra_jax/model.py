@@ -2,8 +2,8 @@
 
 Parameter tree of `ElectraPretrainer` (names follow the HF layout so conversion is a rename):
   embeddings/            word/position/token_type embeddings + LayerNorm, SHARED by both models
-  generator_embeddings/  only with objective.untied_generator_embeddings: the generator's own
-                         tables, as wide as its hidden size (generator_embeddings_config)
+  generator_embeddings/  with objective.embedding_sharing 'separate' (the generator's own tables,
+                         as wide as its hidden size) or 'gdes' (see ElectraPretrainer)
   generator/             [embeddings_project], layer_0 .. layer_{L-1}  (absent when the generator is
                          tied to the discriminator: objective.untied_generator=False)
   discriminator/         [embeddings_project], layer_0 .. layer_{L-1}
@@ -79,27 +79,42 @@ def _dtype(model_config):
 
 
 class Embeddings(nn.Module):
-  """Word + position + token-type embeddings, LayerNorm, dropout. Output width: embedding_size."""
+  """Word + position + token-type embeddings, LayerNorm, dropout. Output width: embedding_size.
+
+  `gdes_delta`: the word and position tables hold only E_delta (initialized to zero) of
+  gradient-disentangled embedding sharing; called with `base` (the generator's Embeddings), the
+  tables used are stop_gradient(base's) + E_delta.
+  """
   config: ml_collections.ConfigDict
+  gdes_delta: bool = False
 
   def setup(self):
     c = self.config
-    self.word_embeddings = nn.Embed(c.vocab_size, c.embedding_size, embedding_init=_init(c),
+    table_init = nn.initializers.zeros_init() if self.gdes_delta else _init(c)
+    self.word_embeddings = nn.Embed(c.vocab_size, c.embedding_size, embedding_init=table_init,
                                     dtype=_dtype(c), name='word_embeddings')
     self.position_embeddings = nn.Embed(c.max_position_embeddings, c.embedding_size,
-                                        embedding_init=_init(c), dtype=_dtype(c))
+                                        embedding_init=table_init, dtype=_dtype(c))
     self.token_type_embeddings = nn.Embed(c.type_vocab_size, c.embedding_size,
                                           embedding_init=_init(c), dtype=_dtype(c))
     self.LayerNorm = LayerNorm(epsilon=c.layer_norm_eps, dtype=_dtype(c))
 
-  def __call__(self, input_ids, segment_ids, deterministic: bool):
+  def __call__(self, input_ids, segment_ids, deterministic: bool, base=None):
     seq_len = input_ids.shape[-1]
     if seq_len > self.config.max_position_embeddings:
       raise ValueError(f'sequence length {seq_len} > max_position_embeddings '
                        f'{self.config.max_position_embeddings}')
-    x = (self.word_embeddings(input_ids)
-         + self.position_embeddings(jnp.arange(seq_len)[None, :])
-         + self.token_type_embeddings(segment_ids))
+    if base is None:
+      x = (self.word_embeddings(input_ids)
+           + self.position_embeddings(jnp.arange(seq_len)[None, :]))
+    else:  # GDES: the generator's tables without their gradient, plus this module's E_delta
+      word, position = (jax.lax.stop_gradient(b.embedding) + own.embedding for b, own in (
+          (base.word_embeddings, self.word_embeddings),
+          (base.position_embeddings, self.position_embeddings)))
+      dtype = _dtype(self.config)
+      x = (jnp.take(word, input_ids, axis=0).astype(dtype)
+           + position[None, :seq_len].astype(dtype))
+    x = x + self.token_type_embeddings(segment_ids)
     return dropout(self, self.LayerNorm(x), self.config.dropout_rate, deterministic)
 
   def attend(self, h):
@@ -414,16 +429,29 @@ def gather_positions(sequence, positions):
 
 class ElectraPretrainer(nn.Module):
   """Generator + discriminator with shared embeddings. Call the two halves separately:
-  `apply(..., method='generator_logits')` then `apply(..., method='discriminator_logits')`."""
+  `apply(..., method='generator_logits')` then `apply(..., method='discriminator_logits')`.
+
+  `embedding_sharing` (objective.embedding_sharing): 'shared' (one `embeddings` module, ELECTRA),
+  'separate' (the generator's own `generator_embeddings`, as wide as the generator: the original's
+  untied_generator_embeddings), or 'gdes' (DeBERTaV3: `generator_embeddings` of embedding_size
+  trained by the MLM loss alone; the discriminator's word and position tables are
+  stop_gradient(generator's) + its `embeddings` E_delta, its token-type table and LayerNorm its own).
+  """
   model_config: ml_collections.ConfigDict
-  untied_generator_embeddings: bool = False
+  embedding_sharing: str = 'shared'
   untied_generator: bool = True
   scan_layers: bool = False  # the layer stacks as nn.scan (model.scan_layers); see stack_layers
 
   def setup(self):
     c = self.model_config
-    self.embeddings = Embeddings(c)
-    if self.untied_generator_embeddings:
+    if self.embedding_sharing not in EMBEDDING_SHARING:
+      raise ValueError(f'embedding_sharing must be one of {EMBEDDING_SHARING}, got '
+                       f'{self.embedding_sharing!r}')
+    gdes = self.embedding_sharing == 'gdes'
+    self.embeddings = Embeddings(c, gdes_delta=gdes)
+    if gdes:
+      self.generator_embeddings = Embeddings(c)
+    elif self.embedding_sharing == 'separate':
       self.generator_embeddings = Embeddings(generator_embeddings_config(c))
     self.discriminator = Transformer(c, discriminator_size(c), scan_layers=self.scan_layers)
     if self.untied_generator:
@@ -435,7 +463,7 @@ class ElectraPretrainer(nn.Module):
     self.discriminator_predictions = DiscriminatorHead(c)
 
   def _generator_parts(self):
-    emb = self.generator_embeddings if self.untied_generator_embeddings else self.embeddings
+    emb = self.embeddings if self.embedding_sharing == 'shared' else self.generator_embeddings
     body = self.generator if self.untied_generator else self.discriminator
     return emb, body
 
@@ -448,8 +476,9 @@ class ElectraPretrainer(nn.Module):
 
   def discriminator_logits(self, input_ids, input_mask, segment_ids, deterministic: bool = True):
     """Replaced-token logits [B, T] (float32)."""
-    hidden = self.discriminator(self.embeddings(input_ids, segment_ids, deterministic), input_mask,
-                                deterministic)
+    base = self.generator_embeddings if self.embedding_sharing == 'gdes' else None
+    hidden = self.discriminator(self.embeddings(input_ids, segment_ids, deterministic, base),
+                                input_mask, deterministic)
     return self.discriminator_predictions(hidden)
 
   def __call__(self, input_ids, input_mask, segment_ids, masked_positions,
@@ -469,9 +498,23 @@ def generator_embeddings_config(model_config):
   return c
 
 
+EMBEDDING_SHARING = ('shared', 'separate', 'gdes')
+
+
+def embedding_sharing(objective_config) -> str:
+  """objective.embedding_sharing, with the original's untied_generator_embeddings=True read as
+  'separate'."""
+  sharing = objective_config.get('embedding_sharing', 'shared')
+  if objective_config.get('untied_generator_embeddings', False):
+    if sharing == 'gdes':
+      raise ValueError("objective.untied_generator_embeddings=True contradicts "
+                       "objective.embedding_sharing='gdes'")
+    return 'separate'
+  return sharing
+
+
 def make_pretrainer(config) -> ElectraPretrainer:
-  return ElectraPretrainer(config.model,
-                           untied_generator_embeddings=config.objective.untied_generator_embeddings,
+  return ElectraPretrainer(config.model, embedding_sharing=embedding_sharing(config.objective),
                            untied_generator=config.objective.untied_generator,
                            scan_layers=bool(config.model.get('scan_layers', False)))
 

@@ -451,6 +451,31 @@ def test_training_starts_from_an_imported_hf_checkpoint(hf_dir, corpus_dir, inpu
   assert max_diff(ours[0], theirs[0]) <= ATOL and max_diff(ours[1], theirs[1]) <= ATOL
 
 
+def test_gdes_run_exports_to_hf_and_imports_back_exactly(hf_dir, inputs, tmp_path):
+  """embedding_sharing='gdes': the export (summed tables) gives transformers the discriminator
+  and generator logits of the gdes model; init_checkpoint into a gdes config keeps the imported
+  discriminator's tables exact (E_delta = imported - generator's)."""
+  config = init_config('', '', '', **{'objective.embedding_sharing': 'gdes'})
+  params = random_params(config)
+  checkpoint.export_pretrained(str(tmp_path / 'pretrained'), params, config,
+                               convert.read(hf_dir).vocab)
+  convert.convert('electra_jax', 'hf', str(tmp_path / 'pretrained'), str(tmp_path / 'hf'))
+  model = model_lib.make_pretrainer(config)
+  ids, mask, types, positions = inputs
+  disc = model.apply({'params': params}, ids, mask, types, method='discriminator_logits')
+  gen = model.apply({'params': params}, ids, mask, types, positions, method='generator_logits')
+  theirs = hf_logits(str(tmp_path / 'hf'), inputs)
+  # (logits ~15 from N(0, 1) weights: float32 rounding of the table sum is ~1e-6 relative)
+  np.testing.assert_allclose(disc, theirs[0], rtol=1e-5, atol=ATOL)
+  np.testing.assert_allclose(gen, theirs[1], rtol=1e-5, atol=ATOL)
+
+  config.init_checkpoint = str(tmp_path / 'pretrained')
+  fresh = random_params(config)
+  imported = convert.initial_params(config, jax.tree.map(lambda x: x + 1.0, fresh))
+  again = model.apply({'params': imported}, ids, mask, types, method='discriminator_logits')
+  np.testing.assert_allclose(again, disc, rtol=1e-5, atol=ATOL)
+
+
 def random_params(config):
   """Random params of the config's shapes (numpy: no compile needed)."""
   rng = np.random.default_rng(1)

@@ -254,3 +254,77 @@ def test_initializers_follow_the_original():
   assert np.abs(table).max() > 0.04 and abs(table.std() - 0.02) < 1e-3
   head = np.asarray(normal['discriminator_predictions']['dense_prediction']['kernel'])
   assert np.abs(head).max() < 0.1
+
+
+def _gdes_setup():
+  from electra_jax import objective  # pylint: disable=g-import-not-at-top
+  config = tiny_config(**{'objective.embedding_sharing': 'gdes'})
+  model = model_lib.make_pretrainer(config)
+  params = model_lib.init_params(model, jax.random.key(0))
+  rng = np.random.default_rng(0)
+  ids = rng.integers(5, 128, (4, 16)).astype(np.int32)
+  ids[:, 0] = 2
+  batch = {'input_ids': jnp.asarray(ids), 'input_mask': jnp.ones_like(ids),
+           'segment_ids': jnp.zeros_like(ids)}
+  losses = lambda p: objective.electra_loss(model, p, batch, jax.random.key(3), config.objective,
+                                            objective.SpecialIds(0, 2, 3, 4), 3,
+                                            deterministic=True)[1]
+  return config, model, params, batch, losses
+
+
+def test_gdes_routes_each_loss_to_its_own_tables():
+  """gdes: the MLM loss gives E_delta (the discriminator's word/position tables) zero gradient,
+  the discriminator loss the generator's tables zero gradient; 'shared' mixes both in one table."""
+  config, _, params, _, losses = _gdes_setup()
+  assert float(jnp.abs(params['embeddings']['word_embeddings']['embedding']).max()) == 0.0
+  assert set(params['generator_embeddings']) == set(params['embeddings'])
+  mlm = jax.grad(lambda p: losses(p)['mlm_loss'])(params)
+  disc = jax.grad(lambda p: losses(p)['disc_loss'])(params)
+  norm = lambda t: float(sum(jnp.sum(jnp.abs(x)) for x in jax.tree.leaves(t)))
+  for table in ('word_embeddings', 'position_embeddings'):
+    assert norm(mlm['embeddings'][table]) == 0.0 and norm(disc['embeddings'][table]) > 0.0
+    assert norm(disc['generator_embeddings'][table]) == 0.0
+    assert norm(mlm['generator_embeddings'][table]) > 0.0
+  # The discriminator's token-type table and LayerNorm are its own (MLM gradient 0).
+  assert norm(mlm['embeddings']) == 0.0 and norm(disc['generator_embeddings']) == 0.0
+  shared = tiny_config()
+  model = model_lib.make_pretrainer(shared)
+  shared_params = model_lib.init_params(model, jax.random.key(0))
+  from electra_jax import objective  # pylint: disable=g-import-not-at-top
+  batch = _gdes_setup()[3]
+  shared_losses = lambda p: objective.electra_loss(
+      model, p, batch, jax.random.key(3), shared.objective, objective.SpecialIds(0, 2, 3, 4), 3,
+      deterministic=True)[1]
+  for loss in ('mlm_loss', 'disc_loss'):
+    g = jax.grad(lambda p, loss=loss: shared_losses(p)[loss])(shared_params)
+    assert norm(g['embeddings']['word_embeddings']) > 0.0
+
+
+def test_gdes_export_is_a_plain_discriminator_with_the_summed_tables(tmp_path):
+  from electra_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  config, model, params, batch, _ = _gdes_setup()
+  # A trained E_delta is not zero: put random values in to see the sum.
+  params = jax.tree.map(lambda x: x, params)
+  for i, table in enumerate(('word_embeddings', 'position_embeddings')):
+    shape = params['embeddings'][table]['embedding'].shape
+    params['embeddings'][table]['embedding'] = 0.05 * jax.random.normal(jax.random.key(i), shape)
+  checkpoint.export_pretrained(str(tmp_path), params, config, {})
+  m, weights, _ = checkpoint.load_pretrained(str(tmp_path))
+  disc = weights['discriminator']['embeddings']
+  for table in ('word_embeddings', 'position_embeddings'):
+    np.testing.assert_allclose(disc[table]['embedding'],
+                               params['embeddings'][table]['embedding']
+                               + params['generator_embeddings'][table]['embedding'], rtol=1e-6)
+  plain = model_lib.ElectraPretrainer(m)
+  args = (batch['input_ids'], batch['input_mask'], batch['segment_ids'])
+  np.testing.assert_allclose(
+      plain.apply({'params': weights['discriminator']}, *args, method='discriminator_logits'),
+      model.apply({'params': params}, *args, method='discriminator_logits'), atol=1e-5)
+  # The exported generator (own tables of embedding_size) reads back as a 'separate' model.
+  assert m.generator_embedding_size == config.model.embedding_size
+  separate = model_lib.ElectraPretrainer(model_lib.generator_embeddings_config(m))
+  positions = np.array([[1, 2, 3]] * 4, np.int32)
+  np.testing.assert_allclose(
+      separate.apply({'params': weights['generator']}, *args, positions,
+                     method='generator_logits'),
+      model.apply({'params': params}, *args, positions, method='generator_logits'), atol=1e-5)
