@@ -33,6 +33,7 @@ def test_notebook_runs_and_shows_learning(tmp_path, monkeypatch):
   auc = {int(s): float(v) for s, v in re.findall(r'(\d+): ([0-9.]+)', text.split(
       'held-out AUC by step:')[1].splitlines()[0])}
   assert max(auc) == 300 and auc[300] > 0.65, auc
+  assert len(re.findall(r'text score -?[0-9.]+: ', text)) == 2  # the scorer cell
   acc, majority = map(float, re.search(r'dev accuracy: ([0-9.]+)% \(majority class ([0-9.]+)%',
                                        text).groups())
   assert acc > majority + 10, (acc, majority)

@@ -1,0 +1,314 @@
+r"""The core claim, measured: ELECTRA against masked-LM pre-training at equal compute.
+
+  python benchmarks/learning.py --workdir=/tmp/electra_learning                # the table
+  python benchmarks/learning.py --workdir=/tmp/electra_learning --budgets=0.25,0.5,1   # the curve
+
+Pre-trains configs/cpu_small.py (or --config) twice on the same text: as ELECTRA and as a masked
+LM (BERT without next-sentence prediction, dynamic masking: `objective.electra_objective=False`,
+the full-size transformer as the masked LM), the MLM for as many steps as give it the same
+training FLOPs (XLA's count of each compiled train step, generator included). Then fine-tunes
+each, and the same model from random initialization (the floor), on two tasks built from
+held-out documents of the same text, for --seeds seeds, and prints the median dev accuracies.
+
+Text: documentation that Debian packages ship (benchmarks/doc_text.py: Python's, the Linux
+kernel's, Perl's and PostgreSQL's manuals, 31 MB; `apt-get install python3-doc linux-doc perl-doc
+postgresql-doc`). 12% of the documents (by a hash of their names) are held out of pre-training and
+make the tasks:
+  area   one sentence -> which of 8 areas it comes from (perl, postgres, python/library, and five
+         kernel/ sections); 300 train and up to 150 dev sentences per area, from different documents
+  next   a pair of sentences -> does B directly follow A in its document (1), or is B a sentence of
+         another held-out document (0; BERT's next-sentence task); 3000 train, 1200 dev pairs
+Fine-tuning: configs/finetune.py (the original's recipe) with --finetune_lr, 3 epochs, batch 32,
+dropout 0.1, seq 64 (area) / 128 (next); the dev accuracy after the last step is reported.
+
+--budgets: fractions of the config's num_train_steps at which ELECTRA (and the MLM, at the same
+FLOPs) are fine-tuned; 1 = the whole run. Intermediate budgets are checkpoints of the same runs
+(the learning curve of one run, like the paper's Figure 4), so the learning rate there has not
+decayed to zero yet. Results: WORKDIR/results.json and the printed table.
+"""
+import collections
+import functools
+import hashlib
+import json
+import os
+import random
+import sys
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from ml_collections import config_flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from electra_jax import host_memory  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_CONFIG = config_flags.DEFINE_config_file('config', os.path.join(ROOT, 'configs', 'cpu_small.py'),
+                                          'Pre-training config (ELECTRA); the MLM arm is derived.')
+_WORKDIR = flags.DEFINE_string('workdir', '/tmp/electra_learning', 'Where everything goes.')
+_BUDGETS = flags.DEFINE_list('budgets', ['1'], 'Fractions of num_train_steps to fine-tune at.')
+_SEEDS = flags.DEFINE_integer('seeds', 3, 'Fine-tuning seeds per task (median reported).')
+_ARMS = flags.DEFINE_list('arms', ['electra', 'mlm', 'none'], 'Pre-training arms.')
+_TASKS = flags.DEFINE_list('tasks', ['area', 'next'], 'Downstream tasks.')
+_FINETUNE_LR = flags.DEFINE_float('finetune_lr', 3e-4, 'Fine-tuning learning rate.')
+_FINETUNE_EPOCHS = flags.DEFINE_float('finetune_epochs', 3.0, 'Fine-tuning epochs.')
+
+HELD_OUT_PERCENT = 12  # of the documents, by hash: 0-7 task train, 8-11 task dev
+AREAS = ('perl', 'postgres', 'python/library', 'kernel/admin-guide', 'kernel/networking',
+         'kernel/driver-api', 'kernel/userspace-api', 'kernel/filesystems')
+TASK_SEQ_LENGTH = {'area': 64, 'next': 128}
+
+
+# ---- Text and tasks.
+
+def _bucket(doc_id: str) -> int:
+  return int(hashlib.sha256(doc_id.encode()).hexdigest()[:8], 16) % 100
+
+
+def write_text(directory: str) -> dict:
+  """corpus.txt (pre-training documents) and the tasks' JSONL files; reused when present."""
+  import doc_text  # pylint: disable=g-import-not-at-top
+  info_path = os.path.join(directory, 'text.json')
+  if os.path.exists(info_path):
+    with open(info_path) as f:
+      return json.load(f)
+  sources = doc_text.available_sources()
+  missing = [doc_text.PACKAGES[s] for s in doc_text.PACKAGES if s not in sources]
+  if not sources:
+    sys.exit('error: no documentation found; apt-get install ' + ' '.join(missing))
+  if missing:
+    print(f'warning: not installed, left out: {" ".join(missing)}', flush=True)
+  os.makedirs(directory, exist_ok=True)
+  held = {'train': [], 'dev': []}
+  num_docs = num_sentences = 0
+  with open(os.path.join(directory, 'corpus.txt.tmp'), 'w') as corpus:
+    for area, doc_id, sentences in doc_text.documents(sources):
+      if not sentences:
+        continue
+      bucket = _bucket(doc_id)
+      if bucket < HELD_OUT_PERCENT:
+        held['train' if bucket < 8 else 'dev'].append((area, sentences))
+      else:
+        corpus.write('\n'.join(sentences) + '\n\n')
+        num_docs += 1
+        num_sentences += len(sentences)
+  rng = random.Random(0)
+  counts = {}
+  for split, per_area, num_pairs in (('train', 300, 3000), ('dev', 150, 1200)):
+    rows = []
+    for area in AREAS:
+      pool = [s for a, doc in held[split] if a == area for s in doc if 6 <= len(s.split()) <= 40]
+      rng.shuffle(pool)
+      rows += [{'sentence': s, 'label': area} for s in pool[:per_area]]
+    rng.shuffle(rows)
+    fits = lambda s: 4 <= len(s.split()) <= 30
+    docs = [doc for _, doc in held[split]]
+    candidates = [(d, i) for d, doc in enumerate(docs) for i in range(len(doc) - 1)
+                  if fits(doc[i]) and fits(doc[i + 1])]
+    rng.shuffle(candidates)
+    pairs = []
+    for d, i in candidates[:num_pairs]:
+      if rng.random() < 0.5:
+        pairs.append({'sentence1': docs[d][i], 'sentence2': docs[d][i + 1], 'label': '1'})
+      else:  # a sentence of another held-out document (of any area)
+        other = rng.choice([e for e in range(len(docs)) if e != d])
+        pool = [t for t in docs[other] if fits(t)] or docs[other]
+        pairs.append({'sentence1': docs[d][i], 'sentence2': rng.choice(pool), 'label': '0'})
+    for task, examples in (('area', rows), ('next', pairs)):
+      with open(os.path.join(directory, f'{task}_{split}.jsonl'), 'w') as f:
+        f.writelines(json.dumps(e) + '\n' for e in examples)
+      counts[f'{task}_{split}'] = len(examples)
+  os.replace(os.path.join(directory, 'corpus.txt.tmp'), os.path.join(directory, 'corpus.txt'))
+  info = {'sources': {s: len(files) for s, files in sources.items()}, 'missing': missing,
+          'pretraining_documents': num_docs, 'pretraining_sentences': num_sentences,
+          'corpus_mb': os.path.getsize(os.path.join(directory, 'corpus.txt')) / 1e6, **counts}
+  with open(info_path, 'w') as f:
+    json.dump(info, f, indent=2)
+  return info
+
+
+# ---- Pre-training arms at equal FLOPs.
+
+def arm_config(config, arm: str):
+  c = ml_collections.ConfigDict(config.to_dict())
+  if arm == 'mlm':  # BERT without NSP: the discriminator-size transformer is the masked LM
+    c.objective.electra_objective = False
+    c.objective.untied_generator = False
+    c.model.generator_fraction = 1.0
+  return c
+
+
+def step_flops(config) -> float:
+  """XLA's FLOP count of one compiled train step (forward, backward, optimizer)."""
+  from electra_jax import model as model_lib, objective, optim, train  # pylint: disable=g-import-not-at-top
+  model = model_lib.make_pretrainer(config)
+  lr = optim.learning_rate_schedule(config.optim, config.num_train_steps)
+  tx = optim.make_optimizer(config.optim, config.num_train_steps, lr)
+  state = jax.eval_shape(functools.partial(train.create_train_state, model, tx),
+                         jax.random.key(0))
+  shape = (config.batch_size, config.max_seq_length)
+  batch = {k: jax.ShapeDtypeStruct(shape, jnp.int32)
+           for k in ('input_ids', 'input_mask', 'segment_ids')}
+  step = jax.jit(functools.partial(
+      train.train_step, model=model, tx=tx, learning_rate_fn=lr,
+      objective_config=config.objective, special=objective.SpecialIds(0, 1, 2, 3),
+      max_predictions=objective.max_predictions_per_seq(
+          config.objective.mask_prob, config.max_seq_length, config.objective.max_predictions)))
+  cost = step.lower(state, batch, jax.random.key(0)).compile().cost_analysis()
+  return float((cost[0] if isinstance(cost, list) else cost)['flops'])
+
+
+def export_at(workdir: str, step: int, config, out_dir: str):
+  """The pretrained/ export of checkpoint `step` of a pre-training workdir (for fine-tuning)."""
+  from electra_jax import build_data, checkpoint, model as model_lib, optim, train  # pylint: disable=g-import-not-at-top
+  if os.path.exists(os.path.join(out_dir, 'config.json')):
+    return
+  model = model_lib.make_pretrainer(config)
+  tx = optim.make_optimizer(config.optim, config.num_train_steps)
+  abstract = jax.eval_shape(functools.partial(train.create_train_state, model, tx),
+                            jax.random.key(0))
+  manager = checkpoint.checkpoint_manager(workdir, config)
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+  meta = build_data.load_meta(config.data.data_dir)
+  vocab = {k: meta[k] for k in ('vocab_path', 'vocab_kind', 'vocab_size', 'do_lower_case',
+                                'pad_id', 'unk_id', 'cls_id', 'sep_id', 'mask_id')}
+  checkpoint.export_pretrained(out_dir, jax.device_get(state.params), config, vocab)
+
+
+def eval_metrics(workdir: str, step: int) -> dict:
+  path = os.path.join(workdir, 'metrics.jsonl')
+  rows = [json.loads(l) for l in open(path)] if os.path.exists(path) else []
+  rows = [r for r in rows if r['kind'] == 'eval' and r['step'] == step]
+  return {k: v for k, v in rows[-1].items() if k not in ('kind', 'step')} if rows else {}
+
+
+# ---- Fine-tuning.
+
+def finetune(init_dir: str, model_config, vocab: str, task: str, text_dir: str, workdir: str):
+  """Fine-tunes from `init_dir` (a pretrained/ dir; '' = random init of `model_config`) with the
+  seeds; returns each seed's final dev accuracy."""
+  from configs import finetune as finetune_configs  # pylint: disable=g-import-not-at-top
+  from electra_jax.finetune import loop  # pylint: disable=g-import-not-at-top
+  results_path = os.path.join(workdir, 'results.json')
+  if not os.path.exists(results_path):
+    c = finetune_configs.get_config()
+    c.task = 'custom'
+    c.custom.name = task
+    c.custom.train_file = os.path.join(text_dir, f'{task}_train.jsonl')
+    c.custom.dev_file = os.path.join(text_dir, f'{task}_dev.jsonl')
+    c.custom.text_a, c.custom.text_b = (('sentence', '') if task == 'area'
+                                        else ('sentence1', 'sentence2'))
+    c.custom.metrics = 'accuracy'
+    c.max_seq_length = TASK_SEQ_LENGTH[task]
+    c.optim.learning_rate = _FINETUNE_LR.value
+    c.num_train_epochs = _FINETUNE_EPOCHS.value
+    c.num_trials = _SEEDS.value
+    c.eval_every_steps = 10**9  # evaluate once, after the last step
+    c.predict_test = False
+    c.log_every_steps = 10**9
+    c.mesh_shape = (1, 1, 1)
+    if init_dir:
+      c.init_checkpoint = init_dir
+    else:
+      for key in ('vocab_size', 'embedding_size', 'hidden_size', 'num_layers', 'num_heads',
+                  'intermediate_size', 'max_position_embeddings', 'initializer'):
+        c.model[key] = model_config[key]
+      c.data.vocab = vocab
+    loop.run(c, workdir)
+  with open(results_path) as f:
+    results = json.load(f)
+  return [s['best']['dev']['accuracy'] for s in results['seeds']]
+
+
+def main(argv):
+  del argv
+  host_memory.retain_freed_memory()
+  from electra_jax import build_data, train  # pylint: disable=g-import-not-at-top
+  workdir = os.path.abspath(_WORKDIR.value)
+  config = _CONFIG.value
+  budgets = sorted(float(b) for b in _BUDGETS.value)
+  unit = budgets[0]
+  if any(abs(b / unit - round(b / unit)) > 1e-9 for b in budgets) or budgets[-1] != 1.0:
+    sys.exit('error: --budgets must be multiples of the smallest one and end at 1')
+  started = time.time()
+
+  text_dir = os.path.join(workdir, 'text')
+  text = write_text(text_dir)
+  print(f'text: {text["corpus_mb"]:.1f} MB of pre-training text ({text["pretraining_documents"]} '
+        f'documents); tasks: ' + ', '.join(f'{k} {v}' for k, v in text.items()
+                                            if k.startswith(('area_', 'next_'))), flush=True)
+  config.data.corpus = os.path.join(text_dir, 'corpus.txt')
+  config.data.data_dir = os.path.join(workdir, 'data')
+  build_data.build_pretraining_data(config, workdir)
+  meta = build_data.load_meta(config.data.data_dir)
+  vocab = os.path.join(config.data.data_dir, meta['vocab_path'])
+
+  # Steps per arm: ELECTRA runs the config's steps; the MLM as many as give the same FLOPs.
+  arms = [a for a in _ARMS.value if a != 'none']
+  flops = {arm: step_flops(arm_config(config, arm)) for arm in arms}
+  steps = {}
+  for arm in arms:
+    units = round(1 / unit)
+    per_unit = round(config.num_train_steps * unit * flops['electra'] / flops[arm]) \
+        if 'electra' in flops else round(config.num_train_steps * unit)
+    steps[arm] = [per_unit * round(b / unit) for b in budgets]
+    steps[arm][-1] = per_unit * units
+  for arm in arms:
+    print(f'{arm}: {flops[arm] / 1e9:.2f} GFLOP per step (XLA cost analysis), '
+          f'{steps[arm][-1]} steps = {flops[arm] * steps[arm][-1]:.3e} FLOPs', flush=True)
+
+  rows = []
+  for arm in _ARMS.value:
+    if arm == 'none':
+      scores = {task: finetune('', config.model, vocab, task, text_dir,
+                               os.path.join(workdir, 'finetune', f'none_{task}'))
+                for task in _TASKS.value}
+      rows.append({'arm': 'none', 'budget': 0.0, 'steps': 0, 'flops': 0.0, 'pretrain': {},
+                   'scores': scores})
+      continue
+    c = arm_config(config, arm)
+    c.num_train_steps = steps[arm][-1]
+    c.checkpoint_every_steps = steps[arm][0]
+    c.eval_every_steps = steps[arm][0]
+    c.keep_checkpoints = len(budgets)
+    run_dir = os.path.join(workdir, arm)
+    t = time.time()
+    train.train_and_evaluate(c, run_dir)
+    print(f'{arm}: pre-trained {c.num_train_steps} steps in {time.time() - t:.0f} s', flush=True)
+    for budget, step in zip(budgets, steps[arm]):
+      export_dir = os.path.join(run_dir, f'export_{step}')
+      export_at(run_dir, step, c, export_dir)
+      scores = {task: finetune(export_dir, None, vocab, task, text_dir,
+                               os.path.join(workdir, 'finetune', f'{arm}_{step}_{task}'))
+                for task in _TASKS.value}
+      rows.append({'arm': arm, 'budget': budget, 'steps': step, 'flops': flops[arm] * step,
+                   'pretrain': eval_metrics(run_dir, step), 'scores': scores})
+
+  print(f'\nmedian dev accuracy over {_SEEDS.value} seeds (each seed in brackets); '
+        f'{time.time() - started:.0f} s in all')
+  header = '| arm | budget | steps | pre-training FLOPs | held-out disc AUC | MLM acc | ' + \
+      ' | '.join(_TASKS.value) + ' |'
+  print(header)
+  print('|' + '---|' * (header.count('|') - 1))
+  for r in rows:
+    p = r['pretrain']
+    auc = f'{p["disc_auc"]:.3f}' if 'disc_auc' in p else '-'
+    acc = f'{p["mlm_accuracy"]:.3f}' if 'mlm_accuracy' in p else '-'
+    cells = [f'{np.median(v):.1f} [{" ".join(f"{x:.1f}" for x in v)}]'
+             for v in r['scores'].values()]
+    print(f'| {r["arm"]} | {r["budget"]:g} | {r["steps"]} | {r["flops"]:.2e} | {auc} | {acc} | '
+          + ' | '.join(cells) + ' |')
+  with open(os.path.join(workdir, 'results.json'), 'w') as f:
+    json.dump({'config': config.to_dict(), 'text': text, 'flops_per_step': flops, 'rows': rows,
+               'seconds': time.time() - started}, f, indent=2)
+
+
+if __name__ == '__main__':
+  app.run(main)
