@@ -9,9 +9,10 @@ For every checkpoint kept in WORKDIR/checkpoints (run with e.g. --config.checkpo
   lower layers, and how hard do the two losses pull on the shared embeddings?
 - replaced-token detection by token frequency (the 100 most frequent tokens of the training data,
   the next 900, the rest): share replaced, AUC, recall and false-positive rate at 0.5;
-- `token_only_auc`: the AUC of the best detector that sees only the token itself (P(replaced |
-  token id), counted on these batches). A discriminator whose AUC does not beat it has learned
-  which tokens the generator over-samples rather than whether a token fits its context.
+- `token_only_auc`: the AUC of a detector that sees only the token itself (P(replaced | token
+  id), counted on half of these batches' tokens and scored on the other half). A discriminator
+  whose AUC does not beat it has learned which tokens the generator over-samples rather than
+  whether a token fits its context.
 Prints one JSON row per checkpoint and writes WORKDIR/probe.jsonl.
 """
 import collections
@@ -49,6 +50,20 @@ def auc(labels, scores) -> float:
   ranks = np.empty(len(scores))
   ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)
   return float((ranks[labels].sum() - num_pos * (num_pos + 1) / 2) / (num_pos * num_neg))
+
+
+def token_only_auc(tokens, labels, vocab_size: int, smoothing: float = 5.0) -> float:
+  """AUC of P(replaced | token id) alone, cross-fitted: the rate is counted on one half of the
+  tokens and scored on the other (and the other way round), smoothed towards the overall rate, so
+  that a token seen once cannot predict its own label."""
+  half = np.arange(len(tokens)) % 2 == 0
+  scores = np.empty(len(tokens))
+  for fit, score in ((half, ~half), (~half, half)):
+    replaced = np.bincount(tokens[fit], weights=labels[fit], minlength=vocab_size)
+    total = np.bincount(tokens[fit], minlength=vocab_size)
+    prior = labels[fit].mean()
+    scores[score] = ((replaced + smoothing * prior) / (total + smoothing))[tokens[score]]
+  return auc(labels, scores)
 
 
 def group_norms(grads) -> dict:
@@ -125,10 +140,8 @@ def main(argv):
     row = {'step': int(step), 'mlm_grad_norm': dict(mlm_norms), 'disc_grad_norm': dict(disc_norms)}
     if seen:
       tokens, labels, probs = (np.concatenate(x) for x in zip(*seen))
-      replaced = np.bincount(tokens, weights=labels, minlength=len(counts))
-      total = np.bincount(tokens, minlength=len(counts))
       row['auc'] = auc(labels, probs)
-      row['token_only_auc'] = auc(labels, (replaced / np.maximum(total, 1))[tokens])
+      row['token_only_auc'] = token_only_auc(tokens, labels, len(counts))
       row['by_frequency'] = {}
       for low, high, name in FREQUENCY_BUCKETS:
         inside = (rank[tokens] >= low) & ((rank[tokens] < high) if high else True)
