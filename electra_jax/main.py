@@ -11,7 +11,8 @@ Fine-tuning (configs/finetune.py; the config's `task` key selects it, or --mode=
 
 Modes: `train` (default: builds the data if WORKDIR/data has none, then pre-trains, resuming from
 the latest checkpoint in WORKDIR) and `build_data` (only the vocabulary and TFRecord shards).
-A problem with the input is printed as one `error: ...` line and exits with status 1.
+A problem with the input is printed as one `error: ...` line and exits with status 1. SIGTERM or
+Ctrl-C saves a checkpoint of the current step and exits with status 0 (rerun to resume).
 """
 import logging as std_logging
 import os
@@ -50,8 +51,11 @@ def run(mode: str, config, workdir: str):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  if _CONFIG.value is None or not _WORKDIR.value:
+  config_file = config_flags.get_config_filename(flags.FLAGS['config']) or ''
+  if not config_file or not _WORKDIR.value:
     sys.exit('error: --config and --workdir are required')
+  if not os.path.isfile(config_file.split(':')[0]):  # ml_collections would fail at first use
+    sys.exit(f'error: the --config file {config_file.split(":")[0]} does not exist')
   # Orbax and XLA log every save and backend probe at INFO; keep our own INFO lines only.
   logging.get_absl_handler().addFilter(
       lambda r: r.levelno >= std_logging.WARNING or f'{os.sep}electra_jax{os.sep}' in r.pathname)
@@ -65,6 +69,8 @@ def main(argv):
     run(_MODE.value, _CONFIG.value, _WORKDIR.value)
   except UserError as e:
     sys.exit(f'error: {e}')
+  except OSError as e:  # the machine's side: a full disk, a file that vanished, permissions
+    sys.exit(f'error: {e.strerror or e}' + (f': {e.filename}' if e.filename else ''))
   except KeyboardInterrupt:
     sys.exit('interrupted; rerun the same command to resume from the last checkpoint')
 
