@@ -96,11 +96,13 @@ def check_run_info(manager: ocp.CheckpointManager, run_info: dict, step=None):
   recorded = recorded_run_info(manager, step)
   for key, value in run_info.items():
     if key in recorded and recorded[key] != value:
+      what = (f'another vocabulary (SHA-256 {recorded[key][:12]}.., this run has {value[:12]}..)'
+              if key == 'vocab_sha256' else f'{key} = {recorded[key]!r}, this run has {value!r}')
       raise UserError(
-          f'the checkpoints in {manager.directory} were trained with {key} = {recorded[key]!r}, '
-          f'this run has {value!r}; resuming would silently change what the weights mean. Use '
-          'another --workdir (--config.init_checkpoint can start it from these weights), or the '
-          'settings they were trained with')
+          f'the checkpoints in {manager.directory} were trained with {what}; resuming would '
+          'silently change what the weights mean. Use another --workdir '
+          '(--config.init_checkpoint can start it from these weights), or the settings they were '
+          'trained with')
 
 
 def restore_latest(manager: ocp.CheckpointManager, abstract_state, run_info: dict | None = None):

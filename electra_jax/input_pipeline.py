@@ -13,6 +13,7 @@ reads all files and keeps every process_count-th record.
 TensorFlow here is for reading only: it is hidden from GPUs and TPUs, which belong to JAX.
 """
 import os
+import re
 
 from electra_jax.errors import UserError
 
@@ -83,17 +84,21 @@ def _naming_damaged_files(tf, iterator, files, max_seq_length):
   tf.data's error names no file (shards are read interleaved), so only after one, each of `files`
   is read through on its own to find it.
   """
+  def first_line(error):  # without TF's '{{function_node ...}}' and '[Op:...]' decorations
+    text = (error.message or str(error)).strip().splitlines()[0]
+    return re.sub(r'\{\{.*?\}\}\s*|\s*\[Op:.*$', '', text)
+
   try:
     yield from iterator
   except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-    reason = (e.message or str(e)).strip().splitlines()[0]
+    reason = first_line(e)
     parse = _parse_batch(tf, max_seq_length)
     for path in files:
       try:
         for _ in tf.data.TFRecordDataset(path).batch(256).map(parse):
           pass
       except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as file_error:
-        reason = (file_error.message or str(file_error)).strip().splitlines()[0]
+        reason = first_line(file_error)
         raise UserError(f'pre-training shard {path} is damaged ({reason}); rebuild the data '
                         f'(delete meta.json in its folder, then rerun)') from None
     raise UserError(f'cannot read the pre-training shards ({reason})') from None

@@ -345,6 +345,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   workdir = os.path.abspath(workdir)
   mesh = sharding.make_mesh(config.mesh_shape)
   check_config(config, mesh.shape['data'] * mesh.shape['fsdp'])
+  if os.path.isfile(workdir):
+    raise UserError(f'workdir {workdir} is a file, not a folder')
   try:
     os.makedirs(workdir, exist_ok=True)
     probe = os.path.join(workdir, f'.write_test.{jax.process_index()}')  # processes share it
@@ -440,7 +442,7 @@ def _train_and_evaluate(config, workdir: str, mesh) -> dict:
       last = done == config.num_train_steps
       stopping = not last and stop.requested(done)  # the last step ends the run anyway
       log_now = done % config.log_every_steps == 0 or last
-      eval_now = (done % config.eval_every_steps == 0 or last) and not stopping
+      eval_now = done % config.eval_every_steps == 0 or last  # due evals run, stopping or not
       save_now = done % config.checkpoint_every_steps == 0 or last or stopping
       if log_now or eval_now or save_now:  # the host waits for the device here anyway
         skipped = check_finite(state.nonfinite, limit, manager)

@@ -5,6 +5,7 @@ import importlib.util
 import json
 import math
 import os
+import signal
 
 import jax
 import jax.numpy as jnp
@@ -340,6 +341,21 @@ def test_resume_after_interruption_is_exact(tmp_path, monkeypatch):
   assert rows('resumed') == rows('straight')  # bit for bit, each step once
   assert resumed['seeds'][0]['best'] == straight['seeds'][0]['best']
   assert resumed['seeds'][0]['best_step'] == straight['seeds'][0]['best_step']
+
+  # A real SIGTERM (to this process) during step 5: the run evaluates and saves step 6, returns,
+  # and the same call resumes to the same rows and results.
+  def signalling_batch(arrays, step, *args):
+    if step == 5:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return real_batch(arrays, step, *args)
+  monkeypatch.setattr(loop, 'train_batch', signalling_batch)
+  stopped = loop.run(config, str(tmp_path / 'signalled'))
+  assert stopped['stopped'] == 'SIGTERM' and 'median' not in stopped
+  assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is gone again
+  monkeypatch.setattr(loop, 'train_batch', real_batch)
+  resumed = loop.run(config, str(tmp_path / 'signalled'))
+  assert rows('signalled') == rows('straight')
+  assert resumed['seeds'][0]['best'] == straight['seeds'][0]['best']
 
 
 def test_custom_labels_file_and_metrics(tmp_path):

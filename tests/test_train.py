@@ -272,19 +272,28 @@ def test_unwritable_workdir(data_dir, tmp_path):
     train.train_and_evaluate(config_for(data_dir), str(tmp_path / 'file' / 'work'))
 
 
-@pytest.mark.parametrize('flag,expected', [
-    ('--config.data.corpus=/nonexistent/*.txt', 'error: '),
-    ('--config.model.no_such_key=1', 'no_such_key'),
-    ('--config.batch_size=abc', 'batch_size'),
-])
-def test_command_line_bad_input_is_one_line(tmp_path, flag, expected):
+@pytest.mark.parametrize('flags,expected', [
+    (['--config.data.corpus=/nonexistent/*.txt'], "corpus entry '/nonexistent/*.txt' matches no file"),
+    (['--config.model.no_such_key=1'], 'no_such_key'),
+    (['--config.batch_size=abc'], 'batch_size'),
+    (['--config.batch_size=0'], 'batch_size must be at least 1, got 0'),
+    (['--config=configs/no_such_config.py'], 'the --config file configs/no_such_config.py does not'),
+    (['--mode=trian'], 'flag --mode=trian: value should be one of'),
+], ids=['corpus', 'unknown_key', 'ill_typed', 'batch_size_zero', 'config_file', 'mode_typo'])
+def test_command_line_bad_input_is_one_line(tmp_path, flags, expected):
+  """Exit status 1, one `error:` line naming the problem, no traceback, nothing written."""
+  config = [f for f in flags if f.startswith('--config=')] or ['--config=configs/demo.py']
   out = subprocess.run(
-      [sys.executable, '-m', 'electra_jax.main', '--config=configs/demo.py',
-       f'--workdir={tmp_path}/w', flag], cwd=ROOT, capture_output=True, text=True, timeout=300,
+      [sys.executable, '-m', 'electra_jax.main', *config, f'--workdir={tmp_path}/w',
+       *[f for f in flags if not f.startswith('--config=')]],
+      cwd=ROOT, capture_output=True, text=True, timeout=300,
       env=dict(os.environ, PYTHONPATH=ROOT))
-  assert out.returncode != 0
+  assert out.returncode == 1
   assert 'Traceback' not in out.stderr, out.stderr[-3000:]
-  assert expected in out.stderr
+  errors = [l for l in out.stderr.splitlines() if l.startswith('error:')]
+  assert len(errors) == 1 and errors[0] == out.stderr.strip().splitlines()[-1], out.stderr[-3000:]
+  assert expected in errors[0]
+  assert not os.path.exists(tmp_path / 'w' / 'config.json')
 
 
 # ---- Train-step variants: each equals the plain float32 step (bfloat16: close to it).

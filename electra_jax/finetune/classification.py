@@ -195,7 +195,7 @@ def _read_jsonl(path: str):
       try:
         record = json.loads(line)
       except ValueError as e:
-        raise UserError(f'{path} line {number}: not valid JSON ({e.msg} at column {e.colno})') \
+        raise UserError(f'{path} line {number}: not valid JSON ({e.msg} at column {e.pos + 1})') \
             from None
       if not isinstance(record, dict):
         raise UserError(f'{path} line {number}: not a JSON object')

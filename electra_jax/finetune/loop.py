@@ -283,7 +283,8 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
       last = done == num_train_steps
       stopping = not last and stop.requested(done)
       log_now = done % config.log_every_steps == 0 or last
-      eval_now = (done % eval_every == 0 or last) and not stopping
+      # A due eval runs even when stopping: the best weights kept are then a straight run's.
+      eval_now = done % eval_every == 0 or last
       if log_now or eval_now or stopping:  # the host waits for the device here anyway
         train_lib.check_finite(state.nonfinite, limit, manager)
       if log_now:
@@ -359,6 +360,8 @@ def _is_custom(config) -> bool:
 def check_config(config, num_batch_devices: int):
   """Bad values told as one line before anything is read or written."""
   from electra_jax.finetune import classification  # pylint: disable=g-import-not-at-top
+  if config.task.lower() == 'custom' and not config.custom.train_file:
+    raise UserError('task custom needs --config.custom.train_file (a .tsv, .csv or .jsonl file)')
   if _is_custom(config) and not config.custom.train_file:
     names = list(classification.GLUE) + list(_KNOWN_TASKS) + ['custom']
     close = difflib.get_close_matches(config.task.lower(), names, n=1)
@@ -394,6 +397,8 @@ def run(config, workdir: str) -> dict:
   config = ml_collections.ConfigDict(config.to_dict())  # a copy: task defaults get filled in
   mesh = sharding.make_mesh(config.mesh_shape)
   check_config(config, mesh.shape['data'] * mesh.shape['fsdp'])
+  if os.path.isfile(workdir):
+    raise UserError(f'workdir {workdir} is a file, not a folder')
   try:
     os.makedirs(workdir, exist_ok=True)
   except OSError as e:
