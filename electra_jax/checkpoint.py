@@ -1,9 +1,12 @@
 """Checkpoints: orbax CheckpointManager for training state, and the exported pre-trained weights.
 
-- `WORKDIR/checkpoints/<step>/`: the whole train state (step, params, optimizer state), written
-  asynchronously, last `keep_checkpoints` kept. A run finds the latest one and resumes from it.
-  Orbax writes into a temporary folder and renames it when complete, so a run killed mid-save
-  leaves no checkpoint that looks complete.
+- `WORKDIR/checkpoints/<step>/`: the whole train state (step, params, optimizer state, the
+  non-finite step record), written asynchronously, last `keep_checkpoints` kept, each with the
+  run's `run_info` (vocabulary hash, data settings) in its metadata. A run resumes from the newest
+  one it can read (`restore_latest`: unreadable ones are skipped and moved aside) and refuses one of
+  other data. Orbax writes into a temporary folder and renames it when complete, so a run killed
+  or out of disk space mid-save leaves no checkpoint that looks complete. A state holding a NaN or
+  infinity is never saved or exported.
 - `WORKDIR/pretrained/`: the final weights in a form to load elsewhere (fine-tuning, conversion):
     config.json                     model config, tying switches and vocabulary info
     discriminator.msgpack           {embeddings, discriminator, discriminator_predictions}

@@ -110,9 +110,8 @@ def train_step(state: TrainState, batch, rng, *, model, tx, learning_rate_fn, ob
   metrics.update(loss=loss, grad_norm=optax.tree.norm(grads),
                  learning_rate=learning_rate_fn(state.step))
   if auc_inputs:
-    auc = objective.binary_auc(auc_inputs['disc_labels'], auc_inputs['disc_probs'],
-                               auc_inputs['disc_weights'])
-    metrics['disc_auc'] = auc
+    metrics['disc_auc'] = objective.binary_auc(auc_inputs['disc_labels'], auc_inputs['disc_probs'],
+                                               auc_inputs['disc_weights'])
   checked = {k: metrics[k] for k in NONFINITE_KEYS if k in metrics}
   new_state = apply_if_finite(state, grads, checked, tx, max_nonfinite_in_a_row)
   # Accuracies and the AUC of NaN outputs would still look like numbers: a step that is not

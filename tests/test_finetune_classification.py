@@ -342,16 +342,17 @@ def test_resume_after_interruption_is_exact(tmp_path, monkeypatch):
   assert resumed['seeds'][0]['best'] == straight['seeds'][0]['best']
   assert resumed['seeds'][0]['best_step'] == straight['seeds'][0]['best_step']
 
-  # A real SIGTERM (to this process) during step 5: the run evaluates and saves step 6, returns,
-  # and the same call resumes to the same rows and results.
+  # A real SIGINT (Ctrl-C, to this process) during step 5: the run evaluates and saves step 6,
+  # returns, and the same call resumes to the same rows and results.
   def signalling_batch(arrays, step, *args):
     if step == 5:
-      os.kill(os.getpid(), signal.SIGTERM)
+      os.kill(os.getpid(), signal.SIGINT)
     return real_batch(arrays, step, *args)
   monkeypatch.setattr(loop, 'train_batch', signalling_batch)
+  handler = signal.getsignal(signal.SIGINT)
   stopped = loop.run(config, str(tmp_path / 'signalled'))
-  assert stopped['stopped'] == 'SIGTERM' and 'median' not in stopped
-  assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is gone again
+  assert stopped['stopped'] == 'SIGINT' and 'median' not in stopped
+  assert signal.getsignal(signal.SIGINT) is handler  # the run's handler is gone again
   monkeypatch.setattr(loop, 'train_batch', real_batch)
   resumed = loop.run(config, str(tmp_path / 'signalled'))
   assert rows('signalled') == rows('straight')

@@ -360,9 +360,9 @@ def _is_custom(config) -> bool:
 def check_config(config, num_batch_devices: int):
   """Bad values told as one line before anything is read or written."""
   from electra_jax.finetune import classification  # pylint: disable=g-import-not-at-top
-  if config.task.lower() == 'custom' and not config.custom.train_file:
-    raise UserError('task custom needs --config.custom.train_file (a .tsv, .csv or .jsonl file)')
   if _is_custom(config) and not config.custom.train_file:
+    if config.task.lower() == 'custom':
+      raise UserError('task custom needs --config.custom.train_file (a .tsv, .csv or .jsonl file)')
     names = list(classification.GLUE) + list(_KNOWN_TASKS) + ['custom']
     close = difflib.get_close_matches(config.task.lower(), names, n=1)
     raise UserError(f'unknown task {config.task!r}' + (f' (did you mean {close[0]!r}?)' if close
