@@ -173,7 +173,8 @@ def _settings(config, corpus: corpus_lib.Corpus) -> dict:
   return dict(
       config_settings(config),
       corpus_fingerprint=json.loads(json.dumps(corpus.fingerprint)),
-      vocab_fingerprint=corpus_lib.file_fingerprint(vocab) if vocab and os.path.isfile(vocab) else [])
+      vocab_fingerprint=(corpus_lib.file_fingerprint(vocab) if vocab and os.path.isfile(vocab)
+                         else []))
 
 
 def _changes(old: dict, new: dict) -> str:

@@ -81,7 +81,8 @@ def resolve(spec: str, data_dir: str) -> Corpus:
 
 
 def _text_file_lines(path: str):
-  """Yields the stripped lines of a UTF-8 file; a non-UTF-8 or NUL byte is a UserError naming its offset."""
+  """Yields the stripped lines of a UTF-8 file; a non-UTF-8 or NUL byte is a UserError naming its
+  offset."""
   offset = 0
   with open(path, 'rb') as f:
     for raw in f:

@@ -479,9 +479,10 @@ def _train_and_evaluate(config, workdir: str, mesh) -> dict:
     checkpoint.finish(manager)  # waits for the last asynchronous save
 
   if stopped_at is not None:
-    print(f'stopped by {stop.reason} at step {stopped_at} of {config.num_train_steps}: checkpoint '
-          f'{stopped_at} is saved in {manager.directory}; run the same command to resume',
-          flush=True)
+    if jax.process_index() == 0:
+      print(f'stopped by {stop.reason} at step {stopped_at} of {config.num_train_steps}: checkpoint '
+            f'{stopped_at} is saved in {manager.directory}; run the same command to resume',
+            flush=True)
     return {'train': train_metrics, 'eval': eval_metrics, 'step': stopped_at,
             'stopped': stop.reason}
   final_params = sharding.gather_to_host(state.params)  # a collective: every process calls it

@@ -54,20 +54,18 @@ def acquire(directory: str, what: str = 'workdir', name: str = LOCK_FILE) -> int
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
   except OSError as e:
     raise UserError(f'cannot write to {what} {directory}: {e.strerror}') from None
-  holder = _read(fd)
-  busy = UserError(f'{what} {directory} is in use by another run ({_describe(holder)}); wait for '
-                   f'it to end or use another folder (the lock is {path})')
   try:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except OSError as e:
-    if e.errno in (errno.EAGAIN, errno.EACCES):
+    holder = _read(fd)
+    held = e.errno in (errno.EAGAIN, errno.EACCES) or (  # else no flock here: judge by the content
+        holder.get('host') not in (None, socket.gethostname()) or
+        (holder.get('pid') not in (None, os.getpid()) and _pid_alive(holder.get('pid'))))
+    if held:
       os.close(fd)
-      raise busy from None
-    # No flock on this filesystem: judge by the recorded holder.
-    if holder.get('host') not in (None, socket.gethostname()) or (
-        holder.get('pid') not in (None, os.getpid()) and _pid_alive(holder.get('pid'))):
-      os.close(fd)
-      raise busy from None
+      raise UserError(f'{what} {directory} is in use by another run ({_describe(holder)}); wait '
+                      f'for it to end or use another folder (the lock is {path})') from None
+  holder = _read(fd)  # ours now; what a run that ended cleanly leaves is empty
   if holder.get('pid') not in (None, os.getpid()):
     print(f'taking over the lock of {what} {directory} from a run that is gone '
           f'({_describe(holder)})', flush=True)

@@ -96,6 +96,14 @@ def test_glue_readers_columns():
     classification.read_glue_tsv(classification.GLUE['qqp'], FIXTURES, 'train')
 
 
+def test_glue_reader_skips_short_rows_as_the_original_and_names_the_first(tmp_path, capsys):
+  _glue_files(tmp_path, 'SST-2', {'train.tsv': 'sentence\tlabel\na cat\t1\nbroken row\nthe dog\t0\n'})
+  examples = classification.read_glue_tsv(classification.GLUE['sst'], str(tmp_path), 'train')
+  assert [e['text_a'] for e in examples] == ['a cat', 'the dog']
+  assert capsys.readouterr().out.strip().endswith(
+      'train.tsv: skipped 1 malformed row(s) (the first: line 3, 1 fields, 2 needed)')
+
+
 def test_custom_reader_jsonl_and_csv(tmp_path):
   (tmp_path / 'a.jsonl').write_text('{"q": "good cat", "y": "pos"}\n{"q": "bad dog", "y": "neg"}\n')
   examples = classification.read_custom_file(str(tmp_path / 'a.jsonl'), 'q', '', 'y')

@@ -1,6 +1,6 @@
 """When things go wrong: divergence, damaged checkpoints, a full disk, a resume on other data, and a
 table of bad inputs (each one `error:` line, nothing in the workdir destroyed). Preemption (a real
-SIGTERM) and the workdir lock are in test_train.py, next to the kill -9 test they share a run with."""
+SIGTERM) and the workdir lock are in test_train.py, next to the kill -9 test (they share a run)."""
 import functools
 import json
 import os
@@ -182,6 +182,7 @@ DAMAGES = {
                                     os.makedirs(os.path.join(d, 'default'))),
     'truncated_metadata': lambda d: os.truncate(os.path.join(d, 'default', '_METADATA'), 5),
     'another_model': _another_model,
+    'temporary_folder': lambda d: os.rename(d, d + '.orbax-checkpoint-tmp-1234'),  # a killed save
 }
 
 
@@ -198,6 +199,9 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_previous(corpus_dir, fin
   assert int(state.step) == 3 and manager.all_steps() == [3]  # and orbax saves 6 again
   manager.close()
   out = capsys.readouterr().out.splitlines()
+  if damage == 'temporary_folder':  # never a checkpoint: the manager removed it, nothing to say
+    assert out == [] and os.listdir(os.path.dirname(step_dir)) == ['3']
+    return
   assert out[0].startswith(f'checkpoint 6 in {workdir}/checkpoints cannot be read (')
   assert out[0].endswith('); using 3'), out[0]
   assert out[1] == f'moved the unreadable checkpoint 6 to {step_dir}.unreadable'
@@ -415,8 +419,8 @@ PRETRAIN_CASES = {
         'has shape', False),
     'workdir_unwritable': (_unwritable_workdir, 'cannot write to workdir /sys/kernel', False),
     'workdir_is_a_file': (_workdir_is_a_file, 'is a file, not a folder', False),
-    'resume_with_another_vocabulary': (_swapped_vocab, 'were trained with another vocabulary (SHA-256 ',
-                                       True),
+    'resume_with_another_vocabulary': (_swapped_vocab,
+                                       'were trained with another vocabulary (SHA-256 ', True),
     'resume_with_another_corpus': (
         lambda c, t, x: setattr(c.data, 'corpus', _file('other.txt', 'a cat.\n\nthe dog.\n')(t)),
         'were trained with corpus = ', True),
@@ -472,7 +476,7 @@ FINETUNE_CASES = {
     'ft_seq_longer_than_positions': (_set(task='sst', max_seq_length=64),
                                      "max_seq_length 64 > the model's max_position_embeddings 32"),
     'ft_batch_size_zero': (_set(task='sst', batch_size=0), 'batch_size must be at least 1, got 0'),
-    'ft_log_interval_zero': (_set(task='sst', log_every_steps=0), 'log_every_steps must be at least'),
+    'ft_log_interval_zero': (_set(task='sst', log_every_steps=0), 'log_every_steps must be at'),
     'ft_init_checkpoint_missing': (_set(task='sst', init_checkpoint='/nonexistent/weights'),
                                    '/nonexistent/weights does not exist'),
 }
