@@ -27,9 +27,11 @@ from electra_jax import corpus as corpus_lib
 from electra_jax import demo_corpus
 from electra_jax import shard_writer
 from electra_jax import tokenization
+from electra_jax import workdir_lock
 from electra_jax.errors import UserError
 
 META_FILE = 'meta.json'
+BUILD_LOCK_FILE = 'build.lock'  # held while a build writes into the data dir
 # Bump when the builder's output changes, so older data is rebuilt rather than reused.
 FORMAT_VERSION = 1
 _TMP_DIR = 'tmp-text-shards'
@@ -148,16 +150,14 @@ def _prepare_data_dir(data_dir: str):
     raise UserError(f'cannot write to data dir {data_dir}: {e.strerror or e}') from e
 
 
-def _settings(config, corpus: corpus_lib.Corpus) -> dict:
-  """What the shards depend on; a complete build with the same settings is reused."""
-  vocab = config.data.vocab
+def config_settings(config) -> dict:
+  """The settings the shards depend on that the config alone says (no file is read)."""
   return {
       'format_version': FORMAT_VERSION,
-      'corpus': corpus.spec,
-      'corpus_fingerprint': json.loads(json.dumps(corpus.fingerprint)),
-      'tfds_text_key': config.data.tfds_text_key if corpus.tfds_name else '',
-      'vocab': vocab,
-      'vocab_fingerprint': corpus_lib.file_fingerprint(vocab) if vocab and os.path.isfile(vocab) else [],
+      'corpus': config.data.corpus.strip(),
+      'tfds_text_key': config.data.tfds_text_key if config.data.corpus.strip().startswith('tfds:')
+                       else '',
+      'vocab': config.data.vocab,
       'vocab_size': config.model.vocab_size,
       'do_lower_case': config.data.do_lower_case,
       'max_seq_length': config.max_seq_length,
@@ -165,6 +165,25 @@ def _settings(config, corpus: corpus_lib.Corpus) -> dict:
       'num_shards': config.data.num_shards,
       'eval_fraction': config.data.eval_fraction,
   }
+
+
+def _settings(config, corpus: corpus_lib.Corpus) -> dict:
+  """What the shards depend on; a complete build with the same settings is reused."""
+  vocab = config.data.vocab
+  return dict(
+      config_settings(config),
+      corpus_fingerprint=json.loads(json.dumps(corpus.fingerprint)),
+      vocab_fingerprint=(corpus_lib.file_fingerprint(vocab) if vocab and os.path.isfile(vocab)
+                         else []))
+
+
+def _changes(old: dict, new: dict) -> str:
+  """'max_seq_length 128 -> 64, ...' for the settings that differ."""
+  names = {'corpus_fingerprint': 'corpus files (size or time)', 'vocab_fingerprint':
+           'vocabulary file (size or time)'}
+  return ', '.join(
+      f'{names[k]} changed' if k in names else f'{k} {old.get(k)!r} -> {new.get(k)!r}'
+      for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
 
 
 def _remove_stale_outputs(data_dir: str, keep: str):
@@ -240,11 +259,37 @@ def build_pretraining_data(config, workdir: str) -> str:
 
   settings = _settings(config, corpus)
   meta = _matching_meta(data_dir, settings)
-  if meta:
-    logging.info('Reusing the pre-training data in %s (%d train / %d eval examples).', data_dir,
-                 meta['num_train_examples'], meta['num_eval_examples'])
-    return data_dir
+  if meta is None:
+    fd = workdir_lock.acquire(data_dir, 'data dir', name=BUILD_LOCK_FILE)  # one builder at a time
+    try:
+      meta = _matching_meta(data_dir, settings)  # another builder may have just finished it
+      if meta is None:
+        _rebuild(config, data_dir, corpus, given_tokenizer, settings)
+        return data_dir
+    finally:
+      workdir_lock.release(fd)
+  logging.info('Reusing the pre-training data in %s (%d train / %d eval examples).', data_dir,
+               meta['num_train_examples'], meta['num_eval_examples'])
+  return data_dir
 
+
+def _rebuild(config, data_dir: str, corpus, given_tokenizer, settings: dict):
+  """Builds over what is in `data_dir`, unless it is a complete build that the user named."""
+  try:
+    other = load_meta(data_dir)['settings']
+  except UserError:
+    other = None  # nothing complete there (or a killed build's leftovers): build
+  if other is not None and config.data.data_dir:  # it may be shared by other runs: never deleted
+    raise UserError(f'data.data_dir {data_dir} holds data built with other settings '
+                    f'({_changes(other, settings)}); use another data.data_dir, or delete its '
+                    f'{META_FILE} to rebuild it there')
+  if other is not None:  # the workdir's own data dir
+    logging.warning('Rebuilding the pre-training data in %s: its settings changed (%s).',
+                    data_dir, _changes(other, settings))
+  _build(config, data_dir, corpus, given_tokenizer, settings)
+
+
+def _build(config, data_dir: str, corpus, given_tokenizer, settings: dict):
   logging.info('Building pre-training data from %s into %s.', corpus.description, data_dir)
   _remove_stale_outputs(data_dir, keep=config.data.vocab)
   if not corpus.spec:
@@ -292,8 +337,8 @@ def build_pretraining_data(config, workdir: str) -> str:
     raise UserError(
         f'corpus {corpus.description} gives too few examples ({num_train_examples} train, '
         f'{num_eval_examples} eval from {text_shards.num_train_documents} + '
-        f'{text_shards.num_eval_documents} documents); use a larger corpus or a larger '
-        '--config.data.eval_fraction')
+        f'{text_shards.num_eval_documents} documents; documents are separated by blank lines, '
+        'sentences by line breaks); use a larger corpus or a larger --config.data.eval_fraction')
 
   meta = {
       'max_seq_length': config.max_seq_length,
@@ -321,7 +366,6 @@ def build_pretraining_data(config, workdir: str) -> str:
   _write_meta(data_dir, meta)
   logging.info('Wrote %d train and %d eval examples to %s.', num_train_examples, num_eval_examples,
                data_dir)
-  return data_dir
 
 
 def _check_vocab_size(tokenizer: tokenization.Tokenizer, vocab_size: int):

@@ -1,9 +1,12 @@
 """Checkpoints: orbax CheckpointManager for training state, and the exported pre-trained weights.
 
-- `WORKDIR/checkpoints/<step>/`: the whole train state (step, params, optimizer state), written
-  asynchronously, last `keep_checkpoints` kept. A run finds the latest one and resumes from it.
-  Orbax writes into a temporary folder and renames it when complete, so a run killed mid-save
-  leaves no checkpoint that looks complete.
+- `WORKDIR/checkpoints/<step>/`: the whole train state (step, params, optimizer state, the
+  non-finite step record), written asynchronously, last `keep_checkpoints` kept, each with the
+  run's `run_info` (vocabulary hash, data settings) in its metadata. A run resumes from the newest
+  one it can read (`restore_latest`: unreadable ones are skipped and moved aside) and refuses one of
+  other data. Orbax writes into a temporary folder and renames it when complete, so a run killed
+  or out of disk space mid-save leaves no checkpoint that looks complete. A state holding a NaN or
+  infinity is never saved or exported.
 - `WORKDIR/pretrained/`: the final weights in a form to load elsewhere (fine-tuning, conversion):
     config.json                     model config, tying switches and vocabulary info
     discriminator.msgpack           {embeddings, discriminator, discriminator_predictions}
@@ -16,6 +19,7 @@ import os
 
 import flax
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
@@ -38,17 +42,26 @@ def _shapes(tree):
   return {jax.tree_util.keystr(path): tuple(leaf.shape) for path, leaf in flat}
 
 
-def restore_latest(manager: ocp.CheckpointManager, abstract_state):
-  """Returns the latest checkpointed state (placed like `abstract_state`), or None if there is none.
+def _first_line(error: Exception) -> str:
+  """An orbax / TensorStore error in a line: its first, without the spec dump that follows."""
+  text = str(error).strip() or type(error).__name__
+  if 'No space left on device' in text or "os_error_code='28'" in text:
+    return 'no space left on device'
+  line = text.splitlines()[0].split(' See full TensorStore details')[0]
+  return line if len(line) <= 200 else line[:200] + '...'
 
-  A checkpoint of another model (other sizes, other tying) is a UserError naming the difference.
-  """
-  step = manager.latest_step()
-  if step is None:
-    return None
-  saved_tree = manager.item_metadata(step)
-  saved_tree = getattr(saved_tree, 'tree', saved_tree)  # orbax wraps the tree of metadata
-  saved = _shapes(saved_tree['params'])
+
+class _Unreadable(Exception):
+  """One checkpoint step that cannot be restored into this run's state."""
+
+
+def _restore_step(manager: ocp.CheckpointManager, step: int, abstract_state):
+  try:
+    saved_tree = manager.item_metadata(step)
+    saved_tree = getattr(saved_tree, 'tree', saved_tree)  # orbax wraps the tree of metadata
+    saved = _shapes(saved_tree['params'])
+  except Exception as e:  # pylint: disable=broad-except  (orbax raises many kinds)
+    raise _Unreadable(f'no readable metadata ({_first_line(e)})') from None
   wanted = _shapes(abstract_state.params)
   if saved != wanted:
     missing = sorted(set(wanted) - set(saved))
@@ -56,18 +69,136 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state):
     differ = [k for k in sorted(set(saved) & set(wanted)) if saved[k] != wanted[k]]
     what = (f'{differ[0]} is {saved[differ[0]]} there but {wanted[differ[0]]} in this config'
             if differ else f'missing {missing[:2]}, unexpected {unexpected[:2]}')
-    raise UserError(f'the checkpoint in {manager.directory} (step {step}) is of another model: '
-                    f'{what}; use another --workdir or the matching config')
+    raise _Unreadable(f'it is of another model: {what}')
   try:
-    return manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
-  except (ValueError, KeyError, TypeError) as e:
-    first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    raise UserError(f'the checkpoint in {manager.directory} (step {step}) does not fit this '
-                    f'config (other optimizer settings?): {first_line}') from None
+    state = manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+  except Exception as e:  # pylint: disable=broad-except  (TensorStore raises plain Exception)
+    raise _Unreadable(_first_line(e)) from None
+  if int(state.step) != step:
+    raise _Unreadable(f'it holds step {int(state.step)}')
+  return state
 
 
-def save(manager: ocp.CheckpointManager, step: int, state, force: bool = False):
-  manager.save(step, args=ocp.args.StandardSave(state), force=force)
+def recorded_run_info(manager: ocp.CheckpointManager, step=None) -> dict:
+  """The `run_info` saved with checkpoint `step` (default: the newest that has one), or {}."""
+  for s in [step] if step is not None else sorted(manager.all_steps(), reverse=True):
+    try:
+      info = manager.metadata(s).custom_metadata
+    except Exception:  # pylint: disable=broad-except  (a damaged step: its data decides later)
+      continue
+    if info:
+      return dict(info)
+  return {}
+
+
+def check_run_info(manager: ocp.CheckpointManager, run_info: dict, step=None):
+  """Refuses (UserError) a resume whose `run_info` differs from the one the checkpoint recorded.
+
+  `run_info` holds what the weights are tied to (vocabulary hash, data settings; see train.py and
+  finetune/loop.py); keys that only one side has are not compared.
+  """
+  recorded = recorded_run_info(manager, step)
+  for key, value in run_info.items():
+    if key in recorded and recorded[key] != value:
+      what = (f'another vocabulary (SHA-256 {recorded[key][:12]}.., this run has {value[:12]}..)'
+              if key == 'vocab_sha256' else f'{key} = {recorded[key]!r}, this run has {value!r}')
+      raise UserError(
+          f'the checkpoints in {manager.directory} were trained with {what}; resuming would '
+          'silently change what the weights mean. Use another --workdir '
+          '(--config.init_checkpoint can start it from these weights), or the settings they were '
+          'trained with')
+
+
+def restore_latest(manager: ocp.CheckpointManager, abstract_state, run_info: dict | None = None):
+  """Returns the newest checkpointed state that can be read (placed like `abstract_state`), or None
+  if there is no checkpoint.
+
+  A checkpoint that cannot be read (a missing or truncated file, an empty folder, arrays of another
+  model) is reported in one line and the one before it is tried; the unreadable newer ones are then
+  moved aside to `<step>.unreadable` (orbax ignores such names, and the run will write those steps
+  again). If none can be read: a UserError naming the folder and each one's reason. A checkpoint
+  whose recorded `run_info` differs is refused (`check_run_info`), not skipped.
+  """
+  steps = sorted(manager.all_steps(), reverse=True)
+  failed = {}
+  for step in steps:
+    try:
+      state = _restore_step(manager, step, abstract_state)
+    except _Unreadable as e:
+      failed[step] = str(e)
+      continue
+    check_run_info(manager, run_info or {}, step)
+    for bad, reason in failed.items():
+      print(f'checkpoint {bad} in {manager.directory} cannot be read ({reason}); using {step}',
+            flush=True)
+    if failed:
+      _move_aside(manager, failed)
+    return state
+  if steps:
+    reasons = '; '.join(f'step {s}: {r}' for s, r in failed.items())
+    raise UserError(f'no checkpoint in {manager.directory} can be restored ({reasons}); move them '
+                    'away to start afresh, or use another --workdir or the config they were '
+                    'written with')
+  return None
+
+
+def _move_aside(manager: ocp.CheckpointManager, steps):
+  """Renames unreadable step folders to `<step>.unreadable[.N]` (process 0), then all reload."""
+  if jax.process_index() == 0:
+    for step in steps:
+      path = os.path.join(manager.directory, str(step))
+      target, n = f'{path}.unreadable', 1
+      while os.path.exists(target):
+        target, n = f'{path}.unreadable.{n}', n + 1
+      os.rename(path, target)
+      print(f'moved the unreadable checkpoint {step} to {target}', flush=True)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices('electra_jax: unreadable checkpoints moved')
+  manager.reload()
+
+
+@jax.jit
+def _all_finite(tree):
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+def save(manager: ocp.CheckpointManager, step: int, state, run_info: dict | None = None,
+         force: bool = False):
+  """Saves `state` as checkpoint `step` (asynchronously if the manager is), with `run_info` in its
+  metadata.
+
+  A state holding a non-finite value is never saved (UserError; one reduction over the state, at
+  checkpoint steps only). A failed write (disk full, ...) is a UserError naming the folder: orbax
+  writes into a temporary folder and renames it when complete, so the checkpoints before it stay
+  intact and the next run removes the partial one.
+  """
+  if not bool(_all_finite(state)):
+    raise UserError(f'the train state at step {step} holds non-finite values (an overflow?); it was '
+                    f'not saved. The latest checkpoint in {manager.directory} is '
+                    f'{manager.latest_step()}')
+  try:
+    manager.save(step, args=ocp.args.StandardSave(state), custom_metadata=run_info or {},
+                 force=force)
+  except Exception as e:  # pylint: disable=broad-except  (TensorStore raises ValueError & co)
+    raise _write_error(manager, e) from None
+
+
+def _write_error(manager, error) -> UserError:
+  return UserError(f'could not write a checkpoint to {manager.directory}: {_first_line(error)}; '
+                   'the checkpoints before it are intact (free some space, then rerun)')
+
+
+def finish(manager: ocp.CheckpointManager):
+  """Waits for the last asynchronous save and closes `manager`; a failed write is a UserError."""
+  try:
+    manager.wait_until_finished()
+  except Exception as e:  # pylint: disable=broad-except
+    raise _write_error(manager, e) from None
+  finally:
+    manager.close()
 
 
 # ---- Exported pre-trained weights.
@@ -98,8 +229,13 @@ def split_pretrained(params, objective_config):
 
 def export_pretrained(directory: str, params, config, vocab_info: dict):
   """Writes the final generator and discriminator weights (see module docstring)."""
-  os.makedirs(directory, exist_ok=True)
   params = jax.tree.map(lambda x: np.asarray(jax.device_get(x), np.float32), params)
+  flat = jax.tree_util.tree_flatten_with_path(params)[0]
+  bad = [jax.tree_util.keystr(path) for path, x in flat if not np.all(np.isfinite(x))]
+  if bad:
+    raise UserError(f'the weights hold non-finite values ({bad[0]}); nothing was exported to '
+                    f'{directory}')
+  os.makedirs(directory, exist_ok=True)
   disc, gen = split_pretrained(params, config.objective)
   for name, tree in (('discriminator', disc), ('generator', gen)):
     tmp = os.path.join(directory, f'{name}.msgpack.tmp')

@@ -81,7 +81,8 @@ def resolve(spec: str, data_dir: str) -> Corpus:
 
 
 def _text_file_lines(path: str):
-  """Yields the stripped lines of a UTF-8 file; a non-UTF-8 byte is a UserError naming its offset."""
+  """Yields the stripped lines of a UTF-8 file; a non-UTF-8 or NUL byte is a UserError naming its
+  offset."""
   offset = 0
   with open(path, 'rb') as f:
     for raw in f:
@@ -91,6 +92,9 @@ def _text_file_lines(path: str):
         raise UserError(
             f'corpus file {path} is not UTF-8 text (byte offset {offset + e.start}): convert it to UTF-8'
         ) from e
+      if '\x00' in line:  # valid UTF-8, but no text has NUL bytes: a binary file
+        raise UserError(f'corpus file {path} is not text: a NUL byte at byte offset '
+                        f'{offset + raw.index(0)} (a binary file?)')
       offset += len(raw)
       yield line.strip()
 

@@ -123,4 +123,12 @@ def get_default_config() -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 10_000
   c.keep_checkpoints = 3
   c.async_checkpoints = True
+  # A step whose loss or gradient norm is NaN or infinite is never applied (params and optimizer
+  # state stay as they were; checked inside the jitted step) and the host sees it at its next log,
+  # eval or checkpoint step. 'stop': the first one ends the run with an error naming the step and
+  # the loss, nothing after the last good checkpoint being saved or exported. 'skip_step': such steps
+  # are skipped and counted (nonfinite_steps in the log), and the run ends the same way only after
+  # max_consecutive_nonfinite of them in a row.
+  c.nan_policy = 'stop'
+  c.max_consecutive_nonfinite = 10
   return c

@@ -13,6 +13,7 @@ reads all files and keeps every process_count-th record.
 TensorFlow here is for reading only: it is hidden from GPUs and TPUs, which belong to JAX.
 """
 import os
+import re
 
 from electra_jax.errors import UserError
 
@@ -77,6 +78,32 @@ def _deterministic(tf, dataset):
   return dataset.with_options(options)
 
 
+def _naming_damaged_files(tf, iterator, files, max_seq_length):
+  """`iterator`, with a damaged record told as a UserError naming its file.
+
+  tf.data's error names no file (shards are read interleaved), so only after one, each of `files`
+  is read through on its own to find it.
+  """
+  def first_line(error):  # without TF's '{{function_node ...}}' and '[Op:...]' decorations
+    text = (error.message or str(error)).strip().splitlines()[0]
+    return re.sub(r'\{\{.*?\}\}\s*|\s*\[Op:.*$', '', text)
+
+  try:
+    yield from iterator
+  except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+    reason = first_line(e)
+    parse = _parse_batch(tf, max_seq_length)
+    for path in files:
+      try:
+        for _ in tf.data.TFRecordDataset(path).batch(256).map(parse):
+          pass
+      except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as file_error:
+        reason = first_line(file_error)
+        raise UserError(f'pre-training shard {path} is damaged ({reason}); rebuild the data '
+                        f'(delete meta.json in its folder, then rerun)') from None
+    raise UserError(f'cannot read the pre-training shards ({reason})') from None
+
+
 def train_batches(config, meta: dict, start_step: int = 0, process_index: int = 0,
                   process_count: int = 1):
   """Endless iterator of training batches, from step `start_step` on.
@@ -117,7 +144,8 @@ def train_batches(config, meta: dict, start_step: int = 0, process_index: int = 
   dataset = tf.data.Dataset.range(start_epoch, _MAX_EPOCHS).flat_map(epoch_records)
   dataset = dataset.skip(skip).batch(batch, drop_remainder=True)
   dataset = dataset.map(_parse_batch(tf, meta['max_seq_length']), num_parallel_calls=tf.data.AUTOTUNE)
-  return _deterministic(tf, dataset.prefetch(2)).as_numpy_iterator()
+  return _naming_damaged_files(tf, _deterministic(tf, dataset.prefetch(2)).as_numpy_iterator(),
+                               files, meta['max_seq_length'])
 
 
 def eval_batches(config, meta: dict, process_index: int = 0, process_count: int = 1):
@@ -138,5 +166,6 @@ def eval_batches(config, meta: dict, process_index: int = 0, process_count: int 
     dataset = dataset.shard(process_count, process_index)
   dataset = dataset.repeat().batch(batch, drop_remainder=True).take(config.eval_steps)
   dataset = dataset.map(_parse_batch(tf, meta['max_seq_length']))
-  return _deterministic(tf, dataset).as_numpy_iterator()
+  return _naming_damaged_files(tf, _deterministic(tf, dataset).as_numpy_iterator(), files,
+                               meta['max_seq_length'])
 

@@ -3,8 +3,14 @@
 The jitted step is a pure function (state, batch, rng) -> (state, metrics); the step's randomness is
 jax.random.fold_in(rng, step) and the batch at step N depends only on (seed, N, data), so a resumed
 run repeats the uninterrupted run bit for bit (on CPU).
+
+What can go wrong is handled where it happens: a step with a non-finite loss or gradient is not
+applied and the host stops the run at its next sync (`apply_if_finite`, `check_finite`); SIGTERM /
+SIGINT end the run at a step boundary with a checkpoint (preemption.py); one run per workdir
+(workdir_lock.py); unreadable checkpoints are skipped (checkpoint.restore_latest).
 """
 import functools
+import hashlib
 import json
 import os
 import time
@@ -22,7 +28,9 @@ from electra_jax import input_pipeline
 from electra_jax import model as model_lib
 from electra_jax import objective
 from electra_jax import optim
+from electra_jax import preemption
 from electra_jax import sharding
+from electra_jax import workdir_lock
 from electra_jax.errors import UserError
 
 
@@ -31,15 +39,58 @@ class TrainState:
   step: jax.Array
   params: Any
   opt_state: Any
+  nonfinite: Any  # steps not applied for a non-finite loss or gradient (new_nonfinite_record)
+
+
+# What a step checks (apply_if_finite); bit i of TrainState.nonfinite['what'] stands for key i.
+NONFINITE_KEYS = ('loss', 'mlm_loss', 'disc_loss', 'grad_norm')
+
+
+def new_nonfinite_record():
+  """count: steps not applied; streak: of them in a row, up to now; step, what: the latest one's
+  step number and which of NONFINITE_KEYS were not finite (bits)."""
+  return {k: jnp.zeros((), jnp.int32) for k in ('count', 'streak', 'step', 'what')}  # 4 buffers
 
 
 def create_train_state(model, tx, rng) -> TrainState:
   params = model_lib.init_params(model, rng)
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                    nonfinite=new_nonfinite_record())
+
+
+def nonfinite_limit(config) -> int:
+  """Non-finite steps in a row that end the run: 1 for nan_policy 'stop'."""
+  return 1 if config.nan_policy == 'stop' else config.max_consecutive_nonfinite
+
+
+def apply_if_finite(state: TrainState, grads, checked: dict, tx, max_in_a_row: int) -> TrainState:
+  """The next state: the update of `grads` applied if every value in `checked` (losses, gradient
+  norm) is finite and fewer than `max_in_a_row` steps in a row were not.
+
+  Otherwise params and optimizer state stay as they were and state.nonfinite records the step. All
+  on device (jnp.where inside the jitted step): the host looks at the record only when it syncs
+  anyway (check_finite). Once `max_in_a_row` is reached nothing is applied any more, so the run the
+  host then stops is still at its last good state. The step counter always advances: it picks the
+  batch and the randomness, and a skipped step's batch is not seen again.
+  """
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  what = sum((~jnp.isfinite(checked[k])).astype(jnp.int32) << i
+             for i, k in enumerate(NONFINITE_KEYS) if k in checked)
+  n = state.nonfinite
+  frozen = n['streak'] >= max_in_a_row
+  ok = (what == 0) & ~frozen
+  bad = (what != 0) & ~frozen
+  keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+  nonfinite = {'count': n['count'] + bad, 'streak': jnp.where(ok, 0, n['streak'] + bad),
+               'step': jnp.where(bad, state.step + 1, n['step']),
+               'what': jnp.where(bad, what, n['what'])}
+  return TrainState(state.step + 1, keep(params, state.params), keep(opt_state, state.opt_state),
+                    nonfinite)
 
 
 def train_step(state: TrainState, batch, rng, *, model, tx, learning_rate_fn, objective_config,
-               special, max_predictions, grad_accum_steps: int = 1):
+               special, max_predictions, grad_accum_steps: int = 1, max_nonfinite_in_a_row: int = 1):
   """One optimizer step on one global batch (in `grad_accum_steps` microbatches)."""
   step_rng = jax.random.fold_in(rng, state.step)
   if grad_accum_steps == 1:
@@ -55,15 +106,20 @@ def train_step(state: TrainState, batch, rng, *, model, tx, learning_rate_fn, ob
     loss, grads, sums, auc_inputs = _accumulated_gradients(
         state.params, batch, step_rng, grad_accum_steps, model=model,
         objective_config=objective_config, special=special, max_predictions=max_predictions)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
   metrics = objective.summarize_metrics(sums)
   metrics.update(loss=loss, grad_norm=optax.tree.norm(grads),
                  learning_rate=learning_rate_fn(state.step))
   if auc_inputs:
     metrics['disc_auc'] = objective.binary_auc(auc_inputs['disc_labels'], auc_inputs['disc_probs'],
                                                auc_inputs['disc_weights'])
-  return TrainState(state.step + 1, params, opt_state), metrics
+  checked = {k: metrics[k] for k in NONFINITE_KEYS if k in metrics}
+  new_state = apply_if_finite(state, grads, checked, tx, max_nonfinite_in_a_row)
+  # Accuracies and the AUC of NaN outputs would still look like numbers: a step that is not
+  # applied reports NaN for all of them.
+  finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in checked.values()]))
+  metrics = {k: v if k in NONFINITE_KEYS + ('learning_rate',) else jnp.where(finite, v, jnp.nan)
+             for k, v in metrics.items()}
+  return new_state, metrics
 
 
 def _accumulated_gradients(params, batch, step_rng, num_micro, *, model, objective_config, special,
@@ -134,30 +190,100 @@ def evaluate(eval_fn, params, mesh, batches, rng) -> dict:
     cat = {k: np.concatenate([p[k].ravel() for p in auc_parts]) for k in auc_parts[0]}
     result['disc_auc'] = float(objective.binary_auc(cat['disc_labels'], cat['disc_probs'],
                                                     cat['disc_weights']))
+  if not all(np.isfinite(v) for k, v in result.items() if k.endswith('_loss')):
+    result = {k: float('nan') for k in result}  # accuracies / AUC of NaN outputs mean nothing
   return result
 
 
-def check_config(config, meta, num_devices: int):
+# Config values that must be one of a few strings (the code that reads them raises otherwise).
+_CHOICES = {'nan_policy': ('stop', 'skip_step'), 'model.dtype': ('float32', 'bfloat16', 'float16'),
+            'model.initializer': ('original', 'normal'),
+            'objective.sampler': ('inverse_cdf', 'gumbel'),
+            'optim.schedule': ('electra', 'warmup_linear')}
+
+
+def _value(config, key):
+  for part in key.split('.'):
+    config = config[part]
+  return config
+
+
+def check_config(config, num_devices: int):
+  """Bad values told as one line before anything is built, restored or written."""
+  for key in ('batch_size', 'num_train_steps', 'log_every_steps', 'eval_every_steps', 'eval_steps',
+              'checkpoint_every_steps', 'keep_checkpoints', 'grad_accum_steps',
+              'max_consecutive_nonfinite'):
+    if _value(config, key) < 1:
+      raise UserError(f'{key} must be at least 1, got {_value(config, key)}')
+  for key, choices in _CHOICES.items():
+    if _value(config, key) not in choices:
+      raise UserError(f'{key} must be one of {", ".join(map(repr, choices))}, got '
+                      f'{_value(config, key)!r}')
   m = config.model
-  if meta['vocab_size'] != m.vocab_size:
-    raise UserError(f"the vocabulary has {meta['vocab_size']} tokens but model.vocab_size is "
-                    f"{m.vocab_size}; set --config.model.vocab_size={meta['vocab_size']}")
-  if meta['max_seq_length'] != config.max_seq_length:
-    raise UserError(f"the data in {meta['data_dir']} has sequences of {meta['max_seq_length']} "
-                    f"tokens but max_seq_length is {config.max_seq_length}")
   if config.max_seq_length > m.max_position_embeddings:
     raise UserError(f'max_seq_length {config.max_seq_length} > model.max_position_embeddings '
                     f'{m.max_position_embeddings}')
   for size in (model_lib.discriminator_size(m), model_lib.generator_size(m)):
     if size.hidden_size % size.num_heads:
       raise UserError(f'hidden size {size.hidden_size} is not divisible by {size.num_heads} heads')
+  if not config.objective.untied_generator and m.generator_fraction != 1.0:
+    raise UserError('objective.untied_generator=False (the generator is the discriminator) needs '
+                    'model.generator_fraction=1.0')
   if config.batch_size % num_devices:
     raise UserError(f'batch_size {config.batch_size} is not divisible by the {num_devices} devices '
                     'of the batch axes')
-  if config.grad_accum_steps < 1 or config.batch_size % (config.grad_accum_steps * num_devices):
+  if config.batch_size % (config.grad_accum_steps * num_devices):
     raise UserError(f'batch_size {config.batch_size} must be divisible by grad_accum_steps '
                     f'{config.grad_accum_steps} x the {num_devices} devices of the batch axes '
                     '(every microbatch is split over all of them)')
+
+
+def check_data(config, meta):
+  if meta['vocab_size'] != config.model.vocab_size:
+    raise UserError(f"the vocabulary has {meta['vocab_size']} tokens but model.vocab_size is "
+                    f"{config.model.vocab_size}; set --config.model.vocab_size={meta['vocab_size']}")
+  if meta['max_seq_length'] != config.max_seq_length:
+    raise UserError(f"the data in {meta['data_dir']} has sequences of {meta['max_seq_length']} "
+                    f"tokens but max_seq_length is {config.max_seq_length}")
+
+
+def file_sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def run_info(config, meta=None) -> dict:
+  """What a checkpoint's weights are tied to, saved with it: the vocabulary (its SHA-256) and the
+  data settings. A resume with other ones is refused (checkpoint.check_run_info): its token ids or
+  data would silently differ. Without `meta` (before the data is built) only what the config says.
+  """
+  settings = meta['settings'] if meta else build_data.config_settings(config)
+  info = {k: settings[k] for k in ('corpus', 'do_lower_case', 'max_seq_length', 'builder_seed',
+                                   'num_shards', 'eval_fraction')}
+  vocab = meta['vocab_path'] if meta else config.data.vocab
+  if vocab and os.path.isfile(vocab):
+    info['vocab_sha256'] = file_sha256(vocab)
+  return info
+
+
+def check_finite(nonfinite, limit: int, manager) -> int:
+  """Stops the run (UserError) once `limit` steps in a row had a non-finite loss or gradient norm;
+  returns how many steps were not applied so far. A fetch of 4 integers, made only where the host
+  waits for the device anyway (log, eval and checkpoint steps)."""
+  n = {k: int(v) for k, v in jax.device_get(nonfinite).items()}
+  if n['streak'] < limit:
+    return n['count']
+  what = ', '.join(k for i, k in enumerate(NONFINITE_KEYS) if n['what'] >> i & 1)
+  in_a_row = f' ({limit} steps in a row, nan_policy=skip_step)' if limit > 1 else ''
+  latest = manager.latest_step()
+  saved = (f'the latest checkpoint in {manager.directory} is {latest}' if latest is not None
+           else f'no checkpoint was written to {manager.directory}')
+  hint = '' if limit > 1 else ', or set --config.nan_policy=skip_step'
+  raise UserError(f'non-finite {what} at step {n["step"]}{in_a_row}: stopped, and nothing after '
+                  f'the last good step was saved ({saved}). Lower optim.learning_rate{hint}')
 
 
 def _complete_row(line: str) -> bool:
@@ -212,9 +338,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
   """Pre-trains ELECTRA per `config` in `workdir` (resuming from its latest checkpoint).
 
   Builds the data first if `config.data.data_dir` (default WORKDIR/data) holds none. Returns the
-  final train and eval metrics.
+  final train and eval metrics and the step reached; with `stopped` (the signal's name) when
+  SIGTERM / SIGINT ended the run early, its last step checkpointed.
   """
   workdir = os.path.abspath(workdir)
+  mesh = sharding.make_mesh(config.mesh_shape)
+  check_config(config, mesh.shape['data'] * mesh.shape['fsdp'])
+  if os.path.isfile(workdir):
+    raise UserError(f'workdir {workdir} is a file, not a folder')
   try:
     os.makedirs(workdir, exist_ok=True)
     probe = os.path.join(workdir, f'.write_test.{jax.process_index()}')  # processes share it
@@ -222,6 +353,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
     os.remove(probe)
   except OSError as e:
     raise UserError(f'cannot write to workdir {workdir}: {e.strerror}') from None
+  with workdir_lock.hold(workdir):  # one run per workdir
+    return _train_and_evaluate(config, workdir, mesh)
+
+
+def _train_and_evaluate(config, workdir: str, mesh) -> dict:
+  # A checkpoint of other data or another vocabulary is refused before any data is (re)built.
+  manager = checkpoint.checkpoint_manager(workdir, config)
+  checkpoint.check_run_info(manager, run_info(config))
 
   # Data and vocabulary.
   if jax.process_count() == 1:
@@ -230,14 +369,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
     data_dir = config.data.data_dir or os.path.join(workdir, 'data')
   meta = build_data.load_meta(data_dir)
   meta.setdefault('data_dir', data_dir)
-  mesh = sharding.make_mesh(config.mesh_shape)
-  check_config(config, meta, mesh.shape['data'] * mesh.shape['fsdp'])
+  check_data(config, meta)
+  info = run_info(config, meta)
   special = objective.SpecialIds(meta['pad_id'], meta['cls_id'], meta['sep_id'], meta['mask_id'])
   max_predictions = objective.max_predictions_per_seq(
       config.objective.mask_prob, config.max_seq_length, config.objective.max_predictions)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
 
   # Model, optimizer, state: created on device, already sharded (sharding.param_spec).
   model = model_lib.make_pretrainer(config)
@@ -251,8 +387,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   init_fn = jax.jit(create, out_shardings=state_sharding)
   abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                                 jax.eval_shape(init_fn, init_rng), state_sharding)
-  manager = checkpoint.checkpoint_manager(workdir, config)
-  state = checkpoint.restore_latest(manager, abstract_state)
+  state = checkpoint.restore_latest(manager, abstract_state, info)
   if state is None:
     state = init_fn(init_rng)
     if config.init_checkpoint:  # a new run from imported weights; the optimizer starts afresh
@@ -265,13 +400,18 @@ def train_and_evaluate(config, workdir: str) -> dict:
           tx.init, out_shardings=state_sharding.opt_state)(params))
   start_step = int(state.step)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
+  if jax.process_index() == 0:  # only now that the checkpoint (if any) accepted this config
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
 
   step_kwargs = dict(model=model, objective_config=config.objective, special=special,
                      max_predictions=max_predictions)
   batch_shard = sharding.batch_sharding(mesh)
+  limit = nonfinite_limit(config)
   p_train_step = jax.jit(
       functools.partial(train_step, tx=tx, learning_rate_fn=learning_rate_fn,
-                        grad_accum_steps=config.grad_accum_steps, **step_kwargs),
+                        grad_accum_steps=config.grad_accum_steps, max_nonfinite_in_a_row=limit,
+                        **step_kwargs),
       in_shardings=(state_sharding, batch_shard, repl), out_shardings=(state_sharding, repl),
       donate_argnums=(0,))
   p_eval_step = jax.jit(functools.partial(eval_step, **step_kwargs),
@@ -291,18 +431,29 @@ def train_and_evaluate(config, workdir: str) -> dict:
   tokens_per_step = config.batch_size * config.max_seq_length
   train_metrics, eval_metrics = {}, {}
   last_time, last_step = time.perf_counter(), start_step
+  stop = preemption.StopRequest()  # SIGTERM / SIGINT from here on: finish the step, save, return
+  stopped_at = None
   try:
     for step in range(start_step, config.num_train_steps):
       batch = sharding.global_batch(mesh, next(train_iter))
       state, metrics = p_train_step(state, batch, train_rng)
       done = step + 1
-      if done % config.log_every_steps == 0 or done == config.num_train_steps:
+      last = done == config.num_train_steps
+      stopping = not last and stop.requested(done)  # the last step ends the run anyway
+      log_now = done % config.log_every_steps == 0 or last
+      eval_now = done % config.eval_every_steps == 0 or last  # due evals run, stopping or not
+      save_now = done % config.checkpoint_every_steps == 0 or last or stopping
+      if log_now or eval_now or save_now:  # the host waits for the device here anyway
+        skipped = check_finite(state.nonfinite, limit, manager)
+      if log_now:
         train_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
         now = time.perf_counter()
         steps_per_sec = (done - last_step) / (now - last_time)
         last_time, last_step = now, done
         train_metrics.update(steps_per_sec=steps_per_sec,
                              tokens_per_sec=steps_per_sec * tokens_per_step)
+        if skipped:
+          train_metrics['nonfinite_steps'] = skipped
         line = (f'step {done}/{config.num_train_steps} | loss {train_metrics["loss"]:.4f} | '
                 f'mlm {train_metrics["mlm_loss"]:.3f}')
         if 'disc_loss' in train_metrics:
@@ -310,18 +461,30 @@ def train_and_evaluate(config, workdir: str) -> dict:
                    f' acc {train_metrics["disc_accuracy"]:.3f}')
         line += (f' | {train_metrics["tokens_per_sec"]:,.0f} tok/s | '
                  f'ETA {_eta((config.num_train_steps - done) / steps_per_sec)}')
+        if skipped:
+          line += f' | {skipped} non-finite steps skipped'
         log.write('train', done, train_metrics, line)
-      if done % config.eval_every_steps == 0 or done == config.num_train_steps:
+      if eval_now:
         eval_metrics = evaluate(p_eval_step, state.params, mesh, eval_batches(), eval_rng)
         log.write('eval', done, eval_metrics, f'eval @ {done}: ' + ', '.join(
             f'{k} {v:.4f}' for k, v in eval_metrics.items()))
         last_time = time.perf_counter()  # eval time is not training throughput
-      if done % config.checkpoint_every_steps == 0 or done == config.num_train_steps:
-        checkpoint.save(manager, done, state)
+      if save_now:
+        checkpoint.save(manager, done, state, info)
+      if stopping:
+        stopped_at = done
+        break
   finally:
-    manager.wait_until_finished()
-    manager.close()
+    stop.restore()
+    checkpoint.finish(manager)  # waits for the last asynchronous save
 
+  if stopped_at is not None:
+    if jax.process_index() == 0:
+      print(f'stopped by {stop.reason} at step {stopped_at} of {config.num_train_steps}: checkpoint '
+            f'{stopped_at} is saved in {manager.directory}; run the same command to resume',
+            flush=True)
+    return {'train': train_metrics, 'eval': eval_metrics, 'step': stopped_at,
+            'stopped': stop.reason}
   final_params = sharding.gather_to_host(state.params)  # a collective: every process calls it
   if jax.process_index() == 0:
     vocab_info = {k: meta[k] for k in ('vocab_path', 'vocab_kind', 'vocab_size', 'do_lower_case',

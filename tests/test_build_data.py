@@ -234,17 +234,34 @@ def test_build_with_two_processes(tmp_path):
   assert shard_bytes(build_data.build_pretraining_data(one_process, '')) == shard_bytes(data_dir)
 
 
-def test_rebuild_reuses_complete_data_and_rebuilds_on_change(tmp_path):
-  config = make_config(tmp_path)
-  data_dir = build_data.build_pretraining_data(config, '')
+def test_rebuild_reuses_complete_data_and_rebuilds_on_change(tmp_path, caplog):
+  config = make_config(tmp_path, data_dir='')  # the workdir's own data dir: WORKDIR/data
+  data_dir = build_data.build_pretraining_data(config, str(tmp_path / 'work'))
   meta_path = os.path.join(data_dir, 'meta.json')
   stamp = os.stat(meta_path).st_mtime_ns
-  build_data.build_pretraining_data(config, '')
+  build_data.build_pretraining_data(config, str(tmp_path / 'work'))
   assert os.stat(meta_path).st_mtime_ns == stamp  # reused
 
   config.data.builder_seed += 1
-  build_data.build_pretraining_data(config, '')
+  with caplog.at_level('WARNING'):
+    build_data.build_pretraining_data(config, str(tmp_path / 'work'))
   assert build_data.load_meta(data_dir)['builder_seed'] == config.data.builder_seed
+  assert f'Rebuilding the pre-training data in {data_dir}: its settings changed (builder_seed ' \
+         f'12345 -> 12346)' in caplog.text
+
+
+def test_a_data_dir_the_user_named_is_never_rebuilt(tmp_path):
+  """It may be shared by other runs: other settings are an error, and the data stays as it was."""
+  config = make_config(tmp_path)
+  data_dir = build_data.build_pretraining_data(config, '')
+  before = shard_bytes(data_dir)
+  meta = open(os.path.join(data_dir, 'meta.json')).read()
+  config.max_seq_length = 64
+  message = error_message(config)
+  assert message == (f'data.data_dir {data_dir} holds data built with other settings '
+                     '(max_seq_length 32 -> 64); use another data.data_dir, or delete its meta.json '
+                     'to rebuild it there')
+  assert shard_bytes(data_dir) == before and open(os.path.join(data_dir, 'meta.json')).read() == meta
 
 
 def test_killed_build_is_not_reused(tmp_path):

@@ -5,6 +5,7 @@ import importlib.util
 import json
 import math
 import os
+import signal
 
 import jax
 import jax.numpy as jnp
@@ -93,6 +94,14 @@ def test_glue_readers_columns():
   assert (mrpc[0]['text_b'], mrpc[0]['label']) == ('a cat sat .', '1')
   with pytest.raises(UserError, match='QQP/train.tsv'):
     classification.read_glue_tsv(classification.GLUE['qqp'], FIXTURES, 'train')
+
+
+def test_glue_reader_skips_short_rows_as_the_original_and_names_the_first(tmp_path, capsys):
+  _glue_files(tmp_path, 'SST-2', {'train.tsv': 'sentence\tlabel\na cat\t1\nbroken row\nthe dog\t0\n'})
+  examples = classification.read_glue_tsv(classification.GLUE['sst'], str(tmp_path), 'train')
+  assert [e['text_a'] for e in examples] == ['a cat', 'the dog']
+  assert capsys.readouterr().out.strip().endswith(
+      'train.tsv: skipped 1 malformed row(s) (the first: line 3, 1 fields, 2 needed)')
 
 
 def test_custom_reader_jsonl_and_csv(tmp_path):
@@ -343,6 +352,22 @@ def test_resume_after_interruption_is_exact(tmp_path, monkeypatch):
   assert rows('resumed') == rows('straight')  # bit for bit, each step once
   assert resumed['seeds'][0]['best'] == straight['seeds'][0]['best']
   assert resumed['seeds'][0]['best_step'] == straight['seeds'][0]['best_step']
+
+  # A real SIGINT (Ctrl-C, to this process) during step 5: the run evaluates and saves step 6,
+  # returns, and the same call resumes to the same rows and results.
+  def signalling_batch(arrays, step, *args):
+    if step == 5:
+      os.kill(os.getpid(), signal.SIGINT)
+    return real_batch(arrays, step, *args)
+  monkeypatch.setattr(loop, 'train_batch', signalling_batch)
+  handler = signal.getsignal(signal.SIGINT)
+  stopped = loop.run(config, str(tmp_path / 'signalled'))
+  assert stopped['stopped'] == 'SIGINT' and 'median' not in stopped
+  assert signal.getsignal(signal.SIGINT) is handler  # the run's handler is gone again
+  monkeypatch.setattr(loop, 'train_batch', real_batch)
+  resumed = loop.run(config, str(tmp_path / 'signalled'))
+  assert rows('signalled') == rows('straight')
+  assert resumed['seeds'][0]['best'] == straight['seeds'][0]['best']
 
 
 def test_custom_labels_file_and_metrics(tmp_path):

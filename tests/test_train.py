@@ -135,7 +135,8 @@ sys.path.insert(0, {tests!r})
 from conftest import run_train_steps, tiny_config
 
 def get_config():
-  c = tiny_config(vocab_size={vocab_size}, num_train_steps=600, checkpoint_every_steps=25,
+  c = tiny_config(vocab_size={vocab_size}, num_train_steps=600,
+                  checkpoint_every_steps={checkpoint_every_steps},
                   eval_every_steps=10**6, log_every_steps=25, async_checkpoints=True,
                   keep_checkpoints=2)
   c.data.update({data!r})
@@ -143,27 +144,52 @@ def get_config():
 '''
 
 
-def test_kill_9_then_same_command_resumes_bit_for_bit(data_dir, tmp_path):
+@pytest.fixture(scope='module')
+def straight_600(data_dir, tmp_path_factory):
+  """The logged train rows of an uninterrupted 600-step run of TINY_CONFIG_FILE's config."""
+  config = config_for(data_dir, num_train_steps=600, checkpoint_every_steps=10**6,
+                      eval_every_steps=10**6, log_every_steps=25)
+  workdir = str(tmp_path_factory.mktemp('straight_600'))
+  train.train_and_evaluate(config, workdir)
+  return read_metrics(workdir)
+
+
+def tiny_command(data_dir, tmp_path, checkpoint_every_steps=25):
+  """(the CLI command of a 600-step tiny run in tmp_path/work, its environment, the workdir)."""
   config_file = tmp_path / 'tiny_config.py'
   data = config_for(data_dir).data.to_dict()
-  config_file.write_text(TINY_CONFIG_FILE.format(tests=os.path.join(ROOT, 'tests'),
-                                                 vocab_size=len(VOCAB), data=data))
+  config_file.write_text(TINY_CONFIG_FILE.format(
+      tests=os.path.join(ROOT, 'tests'), vocab_size=len(VOCAB), data=data,
+      checkpoint_every_steps=checkpoint_every_steps))
   workdir = tmp_path / 'work'
   cmd = [sys.executable, '-m', 'electra_jax.main', f'--config={config_file}',
          f'--workdir={workdir}']
-  env = dict(os.environ, PYTHONPATH=ROOT)
-  log = open(tmp_path / 'killed_run.log', 'w')
-  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                          start_new_session=True)
+  return cmd, dict(os.environ, PYTHONPATH=ROOT), workdir
+
+
+def wait_for(condition, proc, log_path, timeout=600):
+  deadline = time.time() + timeout
+  while time.time() < deadline and proc.poll() is None and not condition():
+    time.sleep(0.02)
+  assert proc.poll() is None and condition(), open(log_path).read()[-3000:]
+
+
+def assert_same_losses(resumed, straight):
+  assert sorted(resumed) == sorted(straight)
+  for step in straight:
+    assert resumed[step]['loss'] == straight[step]['loss'], step  # bit for bit
+    assert resumed[step]['disc_auc'] == straight[step]['disc_auc'], step
+
+
+def test_kill_9_then_same_command_resumes_bit_for_bit(data_dir, tmp_path, straight_600):
+  cmd, env, workdir = tiny_command(data_dir, tmp_path)
+  log_path = tmp_path / 'killed_run.log'
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log_path, 'w'),
+                          stderr=subprocess.STDOUT, start_new_session=True)
   try:  # kill -9 once a checkpoint past step 50 is complete (orbax renames it into place)
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None:
-      done = [int(d) for d in os.listdir(workdir / 'checkpoints') if d.isdigit()] \
-          if (workdir / 'checkpoints').exists() else []
-      if done and max(done) >= 50:
-        break
-      time.sleep(0.05)
-    assert proc.poll() is None, (tmp_path / 'killed_run.log').read_text()[-3000:]
+    checkpoints = workdir / 'checkpoints'
+    wait_for(lambda: checkpoints.exists() and max(
+        [int(d) for d in os.listdir(checkpoints) if d.isdigit()], default=0) >= 50, proc, log_path)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
   finally:
@@ -174,16 +200,43 @@ def test_kill_9_then_same_command_resumes_bit_for_bit(data_dir, tmp_path):
   out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-2000:]
   assert 'resuming at step' in out.stdout, out.stdout[-2000:]
-  resumed = read_metrics(str(workdir))
+  # The killed run's lock (its pid, now dead) was taken over.
+  assert f'from a run that is gone (pid {proc.pid} on host' in out.stdout, out.stdout[-2000:]
+  assert_same_losses(read_metrics(str(workdir)), straight_600)
 
-  config = config_for(data_dir, num_train_steps=600, checkpoint_every_steps=10**6,
-                      eval_every_steps=10**6, log_every_steps=25)
-  train.train_and_evaluate(config, str(tmp_path / 'straight'))
-  straight = read_metrics(str(tmp_path / 'straight'))
-  assert sorted(resumed) == sorted(straight)
-  for step in straight:
-    assert resumed[step]['loss'] == straight[step]['loss'], step
-    assert resumed[step]['disc_auc'] == straight[step]['disc_auc'], step
+
+def test_sigterm_saves_its_step_and_a_second_run_is_refused(data_dir, tmp_path, straight_600):
+  """A real SIGTERM to a real run: it finishes the step, saves it, says where it stopped and exits
+  0; meanwhile a second run on its workdir exits 1 at once; the same command then resumes bit for
+  bit. (No periodic checkpoints: the one of the stop is the run's only one.)"""
+  cmd, env, workdir = tiny_command(data_dir, tmp_path, checkpoint_every_steps=10**6)
+  log_path = tmp_path / 'first_run.log'
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log_path, 'w'),
+                          stderr=subprocess.STDOUT)
+  try:
+    wait_for(lambda: (workdir / 'metrics.jsonl').exists() and read_metrics(str(workdir)), proc,
+             log_path)
+    os.kill(proc.pid, signal.SIGSTOP)  # frozen mid-run, alive, holding the workdir
+    second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 1 and 'Traceback' not in second.stderr, second.stderr[-3000:]
+    assert second.stderr.strip().splitlines()[-1].startswith(
+        f'error: workdir {workdir} is in use by another run (pid {proc.pid} on host ')
+    os.kill(proc.pid, signal.SIGTERM)
+    os.kill(proc.pid, signal.SIGCONT)
+    assert proc.wait(timeout=300) == 0, log_path.read_text()[-3000:]
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  lines = [l for l in log_path.read_text().splitlines() if l.startswith('stopped by SIGTERM')]
+  assert len(lines) == 1, log_path.read_text()[-3000:]
+  stopped_at = int(lines[0].split(' at step ')[1].split()[0])
+  assert 25 <= stopped_at < 600 and (workdir / 'checkpoints' / str(stopped_at)).is_dir()
+  assert not (workdir / 'pretrained').exists()  # not finished, nothing exported
+  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert f'resuming at step {stopped_at} of 600' in out.stdout, out.stdout[-2000:]
+  assert 'taking over' not in out.stdout  # the first run ended cleanly: its lock was released
+  assert_same_losses(read_metrics(str(workdir)), straight_600)
 
 
 def load_demo_config():
@@ -221,19 +274,28 @@ def test_unwritable_workdir(data_dir, tmp_path):
     train.train_and_evaluate(config_for(data_dir), str(tmp_path / 'file' / 'work'))
 
 
-@pytest.mark.parametrize('flag,expected', [
-    ('--config.data.corpus=/nonexistent/*.txt', 'error: '),
-    ('--config.model.no_such_key=1', 'no_such_key'),
-    ('--config.batch_size=abc', 'batch_size'),
-])
-def test_command_line_bad_input_is_one_line(tmp_path, flag, expected):
+@pytest.mark.parametrize('flags,expected', [
+    (['--config.data.corpus=/nonexistent/*.txt'], "corpus entry '/nonexistent/*.txt' matches no"),
+    (['--config.model.no_such_key=1'], 'no_such_key'),
+    (['--config.batch_size=abc'], 'batch_size'),
+    (['--config.batch_size=0'], 'batch_size must be at least 1, got 0'),
+    (['--config=configs/no_such_config.py'], 'the --config file configs/no_such_config.py does not'),
+    (['--mode=trian'], 'flag --mode=trian: value should be one of'),
+], ids=['corpus', 'unknown_key', 'ill_typed', 'batch_size_zero', 'config_file', 'mode_typo'])
+def test_command_line_bad_input_is_one_line(tmp_path, flags, expected):
+  """Exit status 1, one `error:` line naming the problem, no traceback, nothing written."""
+  config = [f for f in flags if f.startswith('--config=')] or ['--config=configs/demo.py']
   out = subprocess.run(
-      [sys.executable, '-m', 'electra_jax.main', '--config=configs/demo.py',
-       f'--workdir={tmp_path}/w', flag], cwd=ROOT, capture_output=True, text=True, timeout=300,
+      [sys.executable, '-m', 'electra_jax.main', *config, f'--workdir={tmp_path}/w',
+       *[f for f in flags if not f.startswith('--config=')]],
+      cwd=ROOT, capture_output=True, text=True, timeout=300,
       env=dict(os.environ, PYTHONPATH=ROOT))
-  assert out.returncode != 0
+  assert out.returncode == 1
   assert 'Traceback' not in out.stderr, out.stderr[-3000:]
-  assert expected in out.stderr
+  errors = [l for l in out.stderr.splitlines() if l.startswith('error:')]
+  assert len(errors) == 1 and errors[0] == out.stderr.strip().splitlines()[-1], out.stderr[-3000:]
+  assert expected in errors[0]
+  assert not os.path.exists(tmp_path / 'w' / 'config.json')
 
 
 # ---- Train-step variants: each equals the plain float32 step (bfloat16: close to it).
@@ -299,6 +361,5 @@ def test_stack_layers_round_trip():
 
 
 def test_grad_accum_steps_must_divide_the_batch():
-  meta = {'vocab_size': 128, 'max_seq_length': 16, 'data_dir': 'd'}
   with pytest.raises(UserError, match='grad_accum_steps'):
-    train.check_config(tiny_config(grad_accum_steps=3), meta, 1)
+    train.check_config(tiny_config(grad_accum_steps=3), 1)

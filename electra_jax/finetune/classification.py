@@ -119,10 +119,11 @@ def read_glue_tsv(task: GlueTask, data_dir: str, split: str) -> list[dict]:
   missing = [c for c in wanted if c not in header]
   if missing:
     raise UserError(f'{path} has no column {missing[0]!r} (columns: {", ".join(map(str, header))})')
-  examples, skipped = [], 0
+  examples, skipped = [], []
+  first_line = 1 if task.name == 'cola' and not is_test else 2
   for i, row in enumerate(body):
     if len(row) <= max(header[c] for c in wanted):
-      skipped += 1  # QQP's train file has a few broken rows; the original skips them too
+      skipped.append((first_line + i, len(row)))  # QQP's train file has a few: the original too
       continue
     examples.append({
         'id': row[header[task.test_id]] if is_test else str(i),
@@ -130,7 +131,8 @@ def read_glue_tsv(task: GlueTask, data_dir: str, split: str) -> list[dict]:
         'text_b': row[header[task.text_b]] if task.text_b else None,
         'label': None if is_test else row[header[task.label]]})
   if skipped:
-    print(f'{path}: skipped {skipped} malformed row(s)', flush=True)
+    print(f'{path}: skipped {len(skipped)} malformed row(s) (the first: line {skipped[0][0]}, '
+          f'{skipped[0][1]} fields, {max(header[c] for c in wanted) + 1} needed)', flush=True)
   return examples
 
 
@@ -160,28 +162,81 @@ def read_glue_tfds(task: GlueTask, split: str, tfds_data_dir: str | None) -> lis
   return examples
 
 
-def read_custom_file(path: str, text_a: str, text_b: str, label: str) -> list[dict]:
-  """TSV / CSV with a header row, or JSONL (one object per line); a missing label column = test."""
-  if not os.path.exists(path):
+def _read_table(path: str, delimiter: str):
+  """(header, [(line number, row dict)]) of a TSV or CSV file with a header row.
+
+  TSV fields are not quoted (as GLUE's files: a '"' is text); CSV follows the usual quoting. Every
+  row must have as many fields as the header: one that doesn't is a UserError naming file and line
+  (a stray quote in a CSV swallows the lines up to the next one, a short row would lose its label).
+  """
+  csv.field_size_limit(sys.maxsize)
+  quoting = csv.QUOTE_NONE if delimiter == '\t' else csv.QUOTE_MINIMAL
+  rows = []
+  with open(path, encoding='utf-8-sig', newline='') as f:  # utf-8-sig: a BOM is not a column
+    reader = csv.reader(f, delimiter=delimiter, quoting=quoting)
+    header = next(reader, [])
+    start = reader.line_num + 1
+    for row in reader:
+      if row:  # blank lines are skipped
+        if len(row) != len(header):
+          raise UserError(f'{path} line {start}: {len(row)} field(s), but the header has '
+                          f'{len(header)} ({", ".join(header)})')
+        rows.append((start, dict(zip(header, row))))
+      start = reader.line_num + 1
+  return header, rows
+
+
+def _read_jsonl(path: str):
+  rows = []
+  with open(path, encoding='utf-8') as f:
+    for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+      except ValueError as e:
+        raise UserError(f'{path} line {number}: not valid JSON ({e.msg} at column {e.pos + 1})') \
+            from None
+      if not isinstance(record, dict):
+        raise UserError(f'{path} line {number}: not a JSON object')
+      rows.append((number, record))
+  return rows
+
+
+def read_custom_file(path: str, text_a: str, text_b: str, label: str,
+                     need_label: bool = False) -> list[dict]:
+  """TSV / CSV with a header row, or JSONL (one object per line). Without `need_label` a file
+  without the label column is a test file (its labels are None)."""
+  if not os.path.isfile(path):
     raise UserError(f'custom data file {path} does not exist')
-  if path.endswith('.jsonl') or path.endswith('.json'):
-    with open(path, encoding='utf-8') as f:
-      records = [json.loads(line) for line in f if line.strip()]
-  elif path.endswith('.csv') or path.endswith('.tsv'):
-    csv.field_size_limit(sys.maxsize)
-    with open(path, encoding='utf-8-sig', newline='') as f:
-      records = list(csv.DictReader(f, delimiter=',' if path.endswith('.csv') else '\t'))
-  else:
-    raise UserError(f'custom data file {path}: use .tsv, .csv or .jsonl')
+  try:
+    if path.endswith('.jsonl') or path.endswith('.json'):
+      rows = _read_jsonl(path)
+      columns = set().union(*(r.keys() for _, r in rows)) if rows else set()
+    elif path.endswith('.csv') or path.endswith('.tsv'):
+      header, rows = _read_table(path, ',' if path.endswith('.csv') else '\t')
+      columns = set(header)
+    else:
+      raise UserError(f'custom data file {path}: use .tsv, .csv or .jsonl')
+  except UnicodeDecodeError as e:
+    raise UserError(f'custom data file {path} is not UTF-8 text (byte offset {e.start})') from None
+  if not rows:
+    raise UserError(f'custom data file {path} has no examples')
+  has_labels = need_label or label in columns
   examples = []
-  for i, record in enumerate(records):
-    for column in [text_a] + ([text_b] if text_b else []):
+  for line, record in rows:
+    for column in [text_a] + ([text_b] if text_b else []) + ([label] if has_labels else []):
       if column not in record:
-        raise UserError(f'{path} row {i + 1} has no column {column!r} (has {", ".join(record)})')
-    examples.append({'id': str(record.get('id', i)), 'text_a': str(record[text_a]),
+        raise UserError(f'{path} line {line} has no column {column!r} (it has '
+                        f'{", ".join(map(str, record))}); set --config.custom.'
+                        + {text_a: 'text_a', text_b: 'text_b', label: 'label'}[column])
+    value = record[label] if has_labels else None
+    if has_labels and (value is None or str(value).strip() == ''):
+      raise UserError(f'{path} line {line}: the label ({label!r}) is empty')
+    examples.append({'id': str(record.get('id', len(examples))), 'text_a': str(record[text_a]),
                      'text_b': str(record[text_b]) if text_b else None,
-                     'label': str(record[label]) if label in record and record[label] != ''
-                     else None})
+                     'label': None if value is None else str(value),
+                     'where': f'{path} line {line}'})
   return examples
 
 
@@ -233,20 +288,25 @@ class ClassificationTask:
         raise UserError(f'unknown task {config.task!r}: use a GLUE task ({", ".join(GLUE)}), '
                         'chunk, ner, squad1, squad2, mrqa, or task=custom with '
                         '--config.custom.train_file')
-      read = lambda p: read_custom_file(p, c.text_a, c.text_b, c.label)
+      read = lambda p, need_label=True: read_custom_file(p, c.text_a, c.text_b, c.label,
+                                                           need_label)
       splits['train'] = read(c.train_file)
       self.dev_splits = ('dev',) if c.dev_file else ()
       self.test_splits = ('test',) if c.test_file and config.predict_test else ()
       if c.dev_file:
         splits['dev'] = read(c.dev_file)
       if self.test_splits:
-        splits['test'] = read(c.test_file)
+        splits['test'] = read(c.test_file, need_label=False)
       regression = c.regression
       if regression:
         labels = None
       elif c.labels_file:
-        with open(c.labels_file, encoding='utf-8') as f:
-          labels = tuple(l.strip() for l in f if l.strip())
+        try:
+          with open(c.labels_file, encoding='utf-8') as f:
+            labels = tuple(l.strip() for l in f if l.strip())
+        except (OSError, UnicodeDecodeError) as e:
+          raise UserError(f'cannot read custom.labels_file {c.labels_file}: '
+                          f'{getattr(e, "strerror", None) or e}') from None
       else:
         labels = tuple(sorted({e['label'] for e in splits['train'] if e['label'] is not None}))
       self.metric_names = tuple(m for m in c.metrics.split(',') if m) or (
@@ -269,18 +329,20 @@ class ClassificationTask:
     self.eval_sets = {s: self._encode(splits[s], tokenizer, s) for s in self.dev_splits}
     self.test_sets = {s: self._encode(splits[s], tokenizer, s, test=True) for s in self.test_splits}
 
-  def _label_value(self, label, split, i):
+  def _label_value(self, example, split, i):
+    label, where = example['label'], example.get('where', f'{self.name} {split} example {i}')
     if label is None:
-      raise UserError(f'{self.name} {split} example {i} has no label')
+      raise UserError(f'{where} has no label')
     if self.head == 'regression':
       try:
         return np.float32(float(label))
       except ValueError:
-        raise UserError(f'{self.name} {split} example {i}: label {label!r} is not a number '
-                        '(regression)') from None
+        raise UserError(f'{where}: label {label!r} is not a number (regression)') from None
     if label not in self.labels:
-      raise UserError(f'{self.name} {split} example {i}: label {label!r} is not one of '
-                      f'{", ".join(self.labels)}')
+      source = (f' in {self.config.custom.labels_file}' if self.glue is None and
+                self.config.custom.labels_file else '')
+      raise UserError(f'{where}: label {label!r} is not one of the labels{source} '
+                      f'({", ".join(self.labels)})')
     return np.int32(self.labels.index(label))
 
   def _encode(self, examples, tokenizer, split, test=False):
@@ -294,7 +356,7 @@ class ClassificationTask:
       row = features.pack(ids_a[i], ids_b[i] if pair else None, tokenizer,
                           self.config.max_seq_length)
       row['label'] = (np.float32(0) if self.head == 'regression' else np.int32(0)) if test else \
-          self._label_value(e['label'], split, i)
+          self._label_value(e, split, i)
       rows.append(row)
     return features.stack(rows)
 

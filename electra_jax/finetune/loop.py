@@ -13,6 +13,7 @@ Each seed checkpoints its train state at every eval (WORKDIR/seed_<S>/checkpoint
 pre-training) and keeps its best dev weights in best.msgpack + best.json; rerunning the same command
 resumes each seed from its latest checkpoint, bit for bit (a finished seed only re-predicts).
 """
+import difflib
 import functools
 import json
 import os
@@ -27,9 +28,11 @@ import optax
 
 from electra_jax import checkpoint
 from electra_jax import optim
+from electra_jax import preemption
 from electra_jax import sharding
 from electra_jax import tokenization
 from electra_jax import train as train_lib
+from electra_jax import workdir_lock
 from electra_jax.errors import UserError
 from electra_jax.finetune import model as ft_model
 
@@ -106,7 +109,7 @@ def load_body(params, body):
 # ---- The pure steps.
 
 def train_step(state, batch, rng, *, model, tx, learning_rate_fn, answerable_weight,
-               loss_reduction='sum'):
+               loss_reduction='sum', max_nonfinite_in_a_row=1):
   dropout_rng = jax.random.fold_in(rng, state.step)
   # QA's joint end head is conditioned on the gold start while training.
   extra = {'start_positions': batch['start_position']} if model.head == 'qa' else {}
@@ -118,11 +121,10 @@ def train_step(state, batch, rng, *, model, tx, learning_rate_fn, answerable_wei
     return ft_model.loss_fn(model.head, outputs, batch, answerable_weight, loss_reduction)
 
   loss, grads = jax.value_and_grad(loss_fn)(state.params)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
   metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads),
              'learning_rate': learning_rate_fn(state.step)}
-  return train_lib.TrainState(state.step + 1, params, opt_state), metrics
+  checked = {'loss': loss, 'grad_norm': metrics['grad_norm']}
+  return train_lib.apply_if_finite(state, grads, checked, tx, max_nonfinite_in_a_row), metrics
 
 
 def predict_step(params, batch, *, model):
@@ -198,14 +200,25 @@ def _load_best(workdir, like_params):
   path = os.path.join(workdir, 'best.json')
   if not os.path.exists(path):
     return {'score': -float('inf'), 'step': 0, 'metrics': {}}, None
-  with open(path) as f:
-    best = json.load(f)
-  with open(os.path.join(workdir, 'best.msgpack'), 'rb') as f:
-    params = flax.serialization.from_bytes(like_params, f.read())
+  try:
+    with open(path) as f:
+      best = json.load(f)
+    with open(os.path.join(workdir, 'best.msgpack'), 'rb') as f:
+      params = flax.serialization.from_bytes(like_params, f.read())
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise UserError(f'the best weights so far in {workdir} (best.json, best.msgpack) cannot be read '
+                    f'({type(e).__name__}: {str(e)[:200]}); delete that folder to retrain this '
+                    'seed') from None
   return best, params
 
 
-def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str, mesh) -> dict:
+def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str, mesh,
+                      run_info=None, accepted=lambda: None) -> dict:
+  """Trains, evaluates and predicts one seed in `workdir`, resuming from its latest checkpoint.
+
+  `run_info`: what the weights are tied to, saved with each checkpoint and checked on resume;
+  `accepted()` is called once the checkpoint (if any) was restored.
+  """
   os.makedirs(workdir, exist_ok=True)
   model = ft_model.make_model(model_config, task.head, task.num_outputs, config)
   num_examples = len(task.train['input_ids'])
@@ -231,12 +244,14 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
   repl = sharding.replicated(mesh)
   params = jax.device_put(params, repl)
   state = train_lib.TrainState(jax.device_put(jnp.zeros((), jnp.int32), repl), params,
-                               jax.jit(tx.init, out_shardings=repl)(params))
+                               jax.jit(tx.init, out_shardings=repl)(params),
+                               jax.device_put(train_lib.new_nonfinite_record(), repl))
   batch_shard = sharding.batch_sharding(mesh)
+  limit = train_lib.nonfinite_limit(config)
   p_train_step = jax.jit(
       functools.partial(train_step, model=model, tx=tx, learning_rate_fn=learning_rate_fn,
                         answerable_weight=config.qa.answerable_weight,
-                        loss_reduction=config.loss_reduction),
+                        loss_reduction=config.loss_reduction, max_nonfinite_in_a_row=limit),
       in_shardings=(repl, batch_shard, repl), out_shardings=(repl, repl), donate_argnums=(0,))
   p_predict = jax.jit(functools.partial(predict_step, model=model),
                       in_shardings=(repl, batch_shard), out_shardings=repl)
@@ -246,12 +261,13 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
   manager = checkpoint.checkpoint_manager(workdir, config)
   abstract_state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl),
                                 state)
-  restored = checkpoint.restore_latest(manager, abstract_state)
+  restored = checkpoint.restore_latest(manager, abstract_state, run_info)
   best, best_params = {'score': -float('inf'), 'step': 0, 'metrics': {}}, None
   if restored is not None:
     state = restored
     best, best_params = _load_best(workdir, params)
   start_step = int(state.step)
+  accepted()  # the checkpoint (if any) took this config: now it may be written down
 
   log = train_lib.MetricsLog(workdir, start_step)
   log.write('info', start_step, {'num_train_steps': float(num_train_steps)},
@@ -259,13 +275,22 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
             f'({epochs:.3g} epochs of batch {batch_size}), eval every {eval_every} steps'
             + (f', resuming at step {start_step}' if start_step else ''))
   last_time = time.perf_counter()
+  stop = preemption.StopRequest()  # SIGTERM / SIGINT from here on: finish the step, save, return
+  stopped_at = None
   try:
     for step in range(start_step, num_train_steps):
       batch = train_batch(task.train, step, batch_size, seed)
       state, metrics = p_train_step(state, sharding.global_batch(mesh, _process_slice(batch)),
                                     dropout_rng)
       done = step + 1
-      if done % config.log_every_steps == 0 or done == num_train_steps:
+      last = done == num_train_steps
+      stopping = not last and stop.requested(done)
+      log_now = done % config.log_every_steps == 0 or last
+      # A due eval runs even when stopping: the best weights kept are then a straight run's.
+      eval_now = done % eval_every == 0 or last
+      if log_now or eval_now or stopping:  # the host waits for the device here anyway
+        train_lib.check_finite(state.nonfinite, limit, manager)
+      if log_now:
         now = time.perf_counter()
         train_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
         train_metrics['steps_per_sec'] = config.log_every_steps / max(now - last_time, 1e-9)
@@ -273,7 +298,7 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
         log.write('train', done, train_metrics,
                   f'step {done}/{num_train_steps} | loss {train_metrics["loss"]:.4f} | '
                   f'lr {train_metrics["learning_rate"]:.2e}')
-      if done % eval_every == 0 or done == num_train_steps:
+      if eval_now:
         if task.eval_sets:
           results = {split: task.evaluate(split, predict(p_predict, state.params, arrays,
                                                           eval_batch_size, mesh))
@@ -287,11 +312,20 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
             best = {'score': score, 'step': done, 'metrics': results}
             best_params = jax.device_get(state.params)
             _save_best(workdir, best, best_params)
-        checkpoint.save(manager, done, state)
+      if eval_now or stopping:
+        checkpoint.save(manager, done, state, run_info)
         last_time = time.perf_counter()
+      if stopping:
+        stopped_at = done
+        break
   finally:
-    manager.wait_until_finished()
-    manager.close()
+    stop.restore()
+    checkpoint.finish(manager)  # waits for the last asynchronous save
+  if stopped_at is not None:
+    print(f'{task.name} seed {seed}: stopped by {stop.reason} at step {stopped_at} of '
+          f'{num_train_steps}: checkpoint {stopped_at} is saved in {manager.directory}; run the '
+          'same command to resume', flush=True)
+    return {'seed': seed, 'stopped': stop.reason}
   if best_params is None:  # no dev set: the final weights
     best_params, best = jax.device_get(state.params), {'step': num_train_steps, 'metrics': {}}
 
@@ -315,16 +349,68 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
 
 # ---- Several seeds.
 
+# Task names make_task knows; any other name with custom.train_file set is a custom task.
+_KNOWN_TASKS = ('chunk', 'ner', 'squad1', 'squad2', 'mrqa')
+
+
+def _is_custom(config) -> bool:
+  from electra_jax.finetune import classification  # pylint: disable=g-import-not-at-top
+  name = config.task.lower()
+  return not (classification.glue_task(name) or name in _KNOWN_TASKS
+              or name.startswith(('tagging', 'mrqa')))
+
+
+def check_config(config, num_batch_devices: int):
+  """Bad values told as one line before anything is read or written."""
+  from electra_jax.finetune import classification  # pylint: disable=g-import-not-at-top
+  if _is_custom(config) and not config.custom.train_file:
+    if config.task.lower() == 'custom':
+      raise UserError('task custom needs --config.custom.train_file (a .tsv, .csv or .jsonl file)')
+    names = list(classification.GLUE) + list(_KNOWN_TASKS) + ['custom']
+    close = difflib.get_close_matches(config.task.lower(), names, n=1)
+    raise UserError(f'unknown task {config.task!r}' + (f' (did you mean {close[0]!r}?)' if close
+                                                         else '')
+                    + f': use a GLUE task ({", ".join(classification.GLUE)}), chunk, ner, squad1, '
+                    'squad2, mrqa[_NAME], or a task of your own with --config.custom.train_file')
+  if not _is_custom(config) and not config.data_dir:
+    raise UserError(f'set --config.data_dir to the folder holding the {config.task} data')
+  for key in ('batch_size', 'eval_batch_size', 'log_every_steps', 'num_trials', 'keep_checkpoints',
+              'max_consecutive_nonfinite'):
+    if config[key] < 1:
+      raise UserError(f'{key} must be at least 1, got {config[key]}')
+  for key in ('eval_every_steps', 'num_train_steps', 'num_train_epochs', 'max_seq_length'):
+    if config[key] < 0:
+      raise UserError(f'{key} must not be negative, got {config[key]}')
+  for key, choices in (('nan_policy', ('stop', 'skip_step')), ('loss_reduction', ('sum', 'mean')),
+                       ('layerwise_decay_rule', ('original', 'correct'))):
+    if config[key] not in choices:
+      raise UserError(f'{key} must be one of {", ".join(map(repr, choices))}, got {config[key]!r}')
+  for name in ('batch_size', 'eval_batch_size'):
+    if config[name] % num_batch_devices:
+      raise UserError(f'{name} {config[name]} is not divisible by the {num_batch_devices} devices '
+                      'of the batch axes')
+
+
 def run(config, workdir: str) -> dict:
-  """Fine-tunes `config.num_trials` models (seeds config.seed, seed+1, ...); writes results.json."""
+  """Fine-tunes `config.num_trials` models (seeds config.seed, seed+1, ...); writes results.json.
+
+  With `stopped` (the signal's name) in the result when SIGTERM / SIGINT ended it early.
+  """
   workdir = os.path.abspath(workdir)
+  config = ml_collections.ConfigDict(config.to_dict())  # a copy: task defaults get filled in
+  mesh = sharding.make_mesh(config.mesh_shape)
+  check_config(config, mesh.shape['data'] * mesh.shape['fsdp'])
+  if os.path.isfile(workdir):
+    raise UserError(f'workdir {workdir} is a file, not a folder')
   try:
     os.makedirs(workdir, exist_ok=True)
   except OSError as e:
     raise UserError(f'cannot write to workdir {workdir}: {e.strerror}') from None
-  config = ml_collections.ConfigDict(config.to_dict())  # a copy: task defaults get filled in
-  if config.task.lower() != 'custom' and not config.data_dir:
-    raise UserError(f'set --config.data_dir to the folder holding the {config.task} data')
+  with workdir_lock.hold(workdir):  # one run per workdir
+    return _run(config, workdir, mesh)
+
+
+def _run(config, workdir: str, mesh) -> dict:
   if not config.max_seq_length:
     config.max_seq_length = 512 if config.task.lower().startswith(('squad', 'mrqa')) else 128
   model_config, body, vocab_path, do_lower_case = load_init_checkpoint(config)
@@ -336,20 +422,24 @@ def run(config, workdir: str) -> dict:
     raise UserError(f'max_seq_length {config.max_seq_length} > the model\'s '
                     f'max_position_embeddings {model_config.max_position_embeddings}')
   task = make_task(config, tokenizer)
-  mesh = sharding.make_mesh(config.mesh_shape)
-  num_batch_devices = mesh.shape['data'] * mesh.shape['fsdp']
-  for name in ('batch_size', 'eval_batch_size'):
-    if config[name] % num_batch_devices:
-      raise UserError(f'{name} {config[name]} is not divisible by the {num_batch_devices} devices '
-                      'of the batch axes')
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json_best_effort(indent=2))
+  # What each seed's checkpoints are tied to (checkpoint.check_run_info).
+  run_info = {'task': task.name, 'vocab_sha256': train_lib.file_sha256(vocab_path),
+              'max_seq_length': config.max_seq_length,
+              'labels': list(getattr(task, 'labels', None) or [])}
 
-  seeds = [config.seed + i for i in range(max(1, config.num_trials))]
+  def write_config():
+    if jax.process_index() == 0:
+      with open(os.path.join(workdir, 'config.json'), 'w') as f:
+        f.write(config.to_json_best_effort(indent=2))
+
+  seeds = [config.seed + i for i in range(config.num_trials)]
   per_seed = []
   for seed in seeds:
     per_seed.append(finetune_one_seed(config, task, model_config, body, seed,
-                                      os.path.join(workdir, f'seed_{seed}'), mesh))
+                                      os.path.join(workdir, f'seed_{seed}'), mesh, run_info,
+                                      accepted=write_config if seed == seeds[0] else lambda: None))
+    if 'stopped' in per_seed[-1]:
+      return {'task': task.name, 'seeds': per_seed, 'stopped': per_seed[-1]['stopped']}
     print(f'seed {seed}: ' + json.dumps(per_seed[-1]['best']), flush=True)
   median = {}
   for split in per_seed[0]['best']:
