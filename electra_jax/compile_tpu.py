@@ -147,9 +147,10 @@ def _memory(compiled) -> dict:
   """Per-chip HBM of one compiled program, in bytes.
 
   'sum': arguments + outputs + temporaries + code, outputs written into a donated argument's
-  buffers (the new train state) counted once. 'peak': XLA's own estimate of the program's peak,
-  larger in every program measured here: it counts memory that temp_size leaves out (on v5e,
-  temp_size is 0 for an eval step with activations). 'total', what must fit, is the larger.
+  buffers (the new train state) counted once. 'peak': XLA's own estimate of the program's peak.
+  They differ both ways (the peak is larger for small programs, where temp_size leaves memory
+  out, even reading 0 for a v5e eval step; smaller for configs/base.py on v5e-16), so 'total',
+  what must fit, is the larger.
   """
   m = compiled.memory_analysis()
   used = {'arguments': m.argument_size_in_bytes, 'outputs': m.output_size_in_bytes,
@@ -226,7 +227,8 @@ def compile_steps(config, tpu: TpuSlice, log=lambda line: None) -> dict:
       f'{hosts} host{"s" if hosts > 1 else ""}), {_size(tpu.hbm_bytes)} HBM per chip')
   log('mesh: ' + ' x '.join(f'{k} {v}' for k, v in mesh.shape.items()) +
       f'; batch {config.batch_size} x {config.max_seq_length} '
-      f'({config.batch_size // batch_devices} sequences per chip'
+      f'({config.batch_size // batch_devices} sequence'
+      f'{"s" if config.batch_size // batch_devices > 1 else ""} per chip'
       + (f' in {config.grad_accum_steps} microbatches' if config.grad_accum_steps > 1 else '') +
       f'); {num_params / 1e6:.1f}M params; dtype {m.dtype}, remat {m.remat}, '
       f'scan_layers {m.scan_layers}')
@@ -240,7 +242,7 @@ def compile_steps(config, tpu: TpuSlice, log=lambda line: None) -> dict:
     except jax.errors.JaxRuntimeError as e:
       if 'RESOURCE_EXHAUSTED' not in str(e):
         raise
-      reason = str(e).splitlines()[0].replace('RESOURCE_EXHAUSTED: ', '')
+      reason = str(e).splitlines()[0].replace('RESOURCE_EXHAUSTED: ', '').rstrip('. ')
       raise UserError(
           f'the {name} step does not fit in {tpu.name} HBM ({reason}); try '
           '--config.model.remat=True, --config.grad_accum_steps=N, an fsdp mesh '
