@@ -28,7 +28,14 @@ setuptools.setup(
         # itself needs neither.
         "test": ["pytest>=8", "scikit-learn>=1.4", "torch>=2.4,<2.14", "transformers>=4.40",
                  # tests/test_notebook.py executes notebooks/electra_quickstart.ipynb
-                 "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29", "matplotlib>=3.8"],
+                 "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29", "matplotlib>=3.8",
+                 # tests/test_compile_tpu.py compiles for a TPU slice on the CPU (libtpu, the
+                 # version matching jax; it has wheels for Linux x86-64 only)
+                 "jax[tpu]; sys_platform == 'linux' and platform_machine == 'x86_64'"],
         "notebook": ["matplotlib>=3.8", "ipykernel>=6.29"],
+        # TPU VMs, and --mode=compile anywhere: libtpu for the installed jax.
+        "tpu": ["jax[tpu]"],
+        # NVIDIA GPUs: jax's CUDA 12 plugin with CUDA and cuDNN from pip.
+        "gpu": ["jax[cuda12]"],
     },
 )

@@ -17,6 +17,10 @@ def get_default_config() -> ml_collections.ConfigDict:
   # Parameters (and their Adam moments) with at least this many elements are split over the 'fsdp'
   # mesh axis on their largest divisible dim; smaller ones stay replicated (sharding.param_spec).
   c.fsdp_min_size = 4096
+  # --mode=compile: the TPU slice to compile the train and eval steps for, as gcloud names it:
+  # v4-8 .. v4-4096 and v5p-8 .. (TensorCores, 2 per chip), v5e-1 .. v5e-256 (or v5litepod-N) and
+  # v6e-1 .. v6e-256 (chips). Reports per-chip HBM and FLOPs without a TPU (compile_tpu.py).
+  c.compile_topology = ''
   # Split each batch into this many microbatches inside the jitted step and sum their gradients
   # (batch_size stays the global batch). The loss is normalized by the whole batch's masked slots
   # and real tokens, as one big batch; only the random draws (masks, samples, dropout) differ.

@@ -9,14 +9,16 @@ keeps its peak heap size (training processes do anyway).
 
 The settings only reach threads that have not allocated yet, so call `retain_freed_memory` before
 the first JAX computation: main.py and the benchmarks do it first thing; in a notebook, in the
-first cell. It does nothing where JAX may run on an accelerator (a TPU/GPU plugin is installed, or
-JAX_PLATFORMS names another platform first): there the step's temporaries live on the device, and
-one malloc arena would only serialize the host's input-pipeline threads.
+first cell. It does nothing where JAX may run on an accelerator (a TPU/GPU plugin and the hardware
+are both there, or JAX_PLATFORMS names another platform first; accelerators.py): there the step's
+temporaries live on the device, and one malloc arena would only serialize the host's input-pipeline
+threads. A plugin alone (libtpu on a CPU-only machine, for compile_tpu.py) changes nothing here.
 """
 import ctypes
 import ctypes.util
-import importlib.util
 import os
+
+from electra_jax import accelerators
 
 # mallopt parameters (glibc malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -30,7 +32,8 @@ def retain_freed_memory() -> bool:
   Returns True when glibc accepted all three settings; False, changing nothing, where there is no
   glibc (macOS, musl), JAX may use an accelerator, or ELECTRA_JAX_RETAIN_FREED_MEMORY=0 is set.
   """
-  if os.environ.get('ELECTRA_JAX_RETAIN_FREED_MEMORY', '1') == '0' or _accelerator_possible():
+  if (os.environ.get('ELECTRA_JAX_RETAIN_FREED_MEMORY', '1') == '0' or
+      accelerators.accelerator_possible()):
     return False
   try:
     mallopt = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6').mallopt
@@ -39,12 +42,3 @@ def retain_freed_memory() -> bool:
   # -1 disables trimming altogether (man mallopt).
   settings = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1))
   return all(mallopt(param, value) == 1 for param, value in settings)
-
-
-def _accelerator_possible() -> bool:
-  """Whether JAX may pick a TPU/GPU, decided without starting JAX (which would be too late)."""
-  platforms = os.environ.get('JAX_PLATFORMS', '').strip()
-  if platforms:
-    return platforms.split(',')[0].strip() != 'cpu'
-  # TPU: the libtpu package; GPU: a PJRT plugin in the jax_plugins namespace (jax[cuda12], ROCm).
-  return any(importlib.util.find_spec(name) is not None for name in ('libtpu', 'jax_plugins'))

@@ -4,13 +4,16 @@ r"""Command line entry point: a thin layer over the Python API.
   python -m electra_jax.main --config=configs/small.py --workdir=DIR \
       --config.data.corpus='/data/text/*.txt' --config.data.vocab=/data/vocab.txt
   python -m electra_jax.main --mode=build_data --config=configs/small.py --workdir=DIR
+  python -m electra_jax.main --mode=compile --config=configs/base.py --config.compile_topology=v5e-16
 
 Fine-tuning (configs/finetune.py; the config's `task` key selects it, or --mode=finetune):
   python -m electra_jax.main --config=configs/finetune.py --config.task=mnli \
       --config.init_checkpoint=PRETRAIN_WORKDIR --config.data_dir=GLUE_DIR --workdir=DIR
 
 Modes: `train` (default: builds the data if WORKDIR/data has none, then pre-trains, resuming from
-the latest checkpoint in WORKDIR), `build_data` (only the vocabulary and TFRecord shards), and with
+the latest checkpoint in WORKDIR), `build_data` (only the vocabulary and TFRecord shards),
+`compile` (compiles the train and eval steps for the TPU slice `compile_topology` on this host and
+prints per-chip HBM and FLOPs; no data, no TPU, no workdir needed: compile_tpu.py), and with
 configs/finetune.py: `finetune`, `score` (per-token P(replaced) of texts, score.py) and `zeroshot`
 (classification by replaced-token detection, score.py).
 A problem with the input is printed as one `error: ...` line and exits with status 1. SIGTERM or
@@ -35,7 +38,8 @@ from electra_jax.errors import UserError  # pylint: disable=g-import-not-at-top,
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a configs/*.py file.',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where data, checkpoints and logs go.')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'build_data', 'finetune', 'score', 'zeroshot'],
+_MODE = flags.DEFINE_enum('mode', 'train',
+                          ['train', 'build_data', 'finetune', 'score', 'zeroshot', 'compile'],
                           'What to run.')
 
 
@@ -44,6 +48,9 @@ def run(mode: str, config, workdir: str):
   if mode == 'build_data':
     from electra_jax import build_data  # pylint: disable=g-import-not-at-top
     return build_data.build_pretraining_data(config, workdir)
+  if mode == 'compile':
+    from electra_jax import compile_tpu  # pylint: disable=g-import-not-at-top
+    return compile_tpu.run(config)
   if mode in ('score', 'zeroshot'):  # the discriminator as a tool (configs/finetune.py's keys)
     from electra_jax import score  # pylint: disable=g-import-not-at-top
     return (score.run_score if mode == 'score' else score.run_zeroshot)(config, workdir)
@@ -78,10 +85,15 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   config_file = config_flags.get_config_filename(flags.FLAGS['config']) or ''
-  if not config_file or not _WORKDIR.value:
+  if not config_file or (not _WORKDIR.value and _MODE.value != 'compile'):
     sys.exit('error: --config and --workdir are required')
   if not os.path.isfile(config_file.split(':')[0]):  # ml_collections would fail at first use
     sys.exit(f'error: the --config file {config_file.split(":")[0]} does not exist')
+  if _MODE.value == 'compile':
+    import jax  # pylint: disable=g-import-not-at-top
+    # The TPU devices compiled for are libtpu's compile-only ones; JAX itself runs on the CPU
+    # instead of probing this host for a TPU (which prints errors where there is none).
+    jax.config.update('jax_platforms', 'cpu')
   logging.get_absl_handler().addFilter(_console_filter)
   sys.excepthook = _without_closed_loop_reports(sys.excepthook)
   # Before JAX starts its threads: XLA:CPU's per-step temporaries then reuse freed memory instead

@@ -9,12 +9,13 @@ applied and the host stops the run at its next sync (`apply_if_finite`, `check_f
 SIGINT end the run at a step boundary with a checkpoint (preemption.py); one run per workdir
 (workdir_lock.py); unreadable checkpoints are skipped (checkpoint.restore_latest).
 """
+import dataclasses
 import functools
 import hashlib
 import json
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import flax
 import jax
@@ -172,6 +173,52 @@ def eval_step(params, batch, rng, *, model, objective_config, special, max_predi
   sums = objective.pretraining_metrics(aux)
   auc_inputs = {k: aux[k] for k in ('disc_labels', 'disc_probs', 'disc_weights') if k in aux}
   return sums, auc_inputs
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+  """The jitted functions of a run on one mesh, and the shardings they take and give."""
+  init: Callable  # rng -> TrainState, created already sharded
+  train: Callable  # (state, batch, rng) -> (state, metrics); the input state is donated
+  eval: Callable  # (params, batch, rng) -> (metric sums, AUC inputs)
+  tx: optax.GradientTransformation
+  state_sharding: Any  # TrainState of NamedShardings
+  abstract_state: Any  # TrainState of ShapeDtypeStructs carrying those shardings
+  batch_sharding: jax.sharding.NamedSharding
+  replicated: jax.sharding.NamedSharding
+
+
+def make_steps(config, mesh, special, max_predictions) -> Steps:
+  """Builds the model, optimizer and jitted steps for `mesh`.
+
+  Training and ahead-of-time compilation (compile_tpu.py) both call this, so what is compiled for
+  a TPU slice is exactly what a run on it executes. Nothing here touches a device: `mesh` may be
+  made of compile-only TPU devices.
+  """
+  model = model_lib.make_pretrainer(config)
+  learning_rate_fn = optim.learning_rate_schedule(config.optim, config.num_train_steps)
+  tx = optim.make_optimizer(config.optim, config.num_train_steps, learning_rate_fn)
+  repl = sharding.replicated(mesh)
+  create = functools.partial(create_train_state, model, tx)
+  abstract = jax.eval_shape(create, jax.eval_shape(jax.random.key, 0))
+  state_sharding = sharding.state_shardings(mesh, abstract, config.fsdp_min_size)
+  abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                                abstract, state_sharding)
+  step_kwargs = dict(model=model, objective_config=config.objective, special=special,
+                     max_predictions=max_predictions)
+  batch_shard = sharding.batch_sharding(mesh)
+  p_train_step = jax.jit(
+      functools.partial(train_step, tx=tx, learning_rate_fn=learning_rate_fn,
+                        grad_accum_steps=config.grad_accum_steps,
+                        max_nonfinite_in_a_row=nonfinite_limit(config), **step_kwargs),
+      in_shardings=(state_sharding, batch_shard, repl), out_shardings=(state_sharding, repl),
+      donate_argnums=(0,))
+  p_eval_step = jax.jit(functools.partial(eval_step, **step_kwargs),
+                        in_shardings=(state_sharding.params, batch_shard, repl),
+                        out_shardings=repl)
+  return Steps(init=jax.jit(create, out_shardings=state_sharding), train=p_train_step,
+               eval=p_eval_step, tx=tx, state_sharding=state_sharding,
+               abstract_state=abstract_state, batch_sharding=batch_shard, replicated=repl)
 
 
 def evaluate(eval_fn, params, mesh, batches, rng) -> dict:
@@ -376,47 +423,26 @@ def _train_and_evaluate(config, workdir: str, mesh) -> dict:
       config.objective.mask_prob, config.max_seq_length, config.objective.max_predictions)
 
   # Model, optimizer, state: created on device, already sharded (sharding.param_spec).
-  model = model_lib.make_pretrainer(config)
-  learning_rate_fn = optim.learning_rate_schedule(config.optim, config.num_train_steps)
-  tx = optim.make_optimizer(config.optim, config.num_train_steps, learning_rate_fn)
+  steps = make_steps(config, mesh, special, max_predictions)
   init_rng, train_rng, eval_rng = jax.random.split(jax.random.key(config.seed), 3)
-  repl = sharding.replicated(mesh)
-  create = functools.partial(create_train_state, model, tx)
-  state_sharding = sharding.state_shardings(mesh, jax.eval_shape(create, init_rng),
-                                            config.fsdp_min_size)
-  init_fn = jax.jit(create, out_shardings=state_sharding)
-  abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                                jax.eval_shape(init_fn, init_rng), state_sharding)
-  state = checkpoint.restore_latest(manager, abstract_state, info)
+  state = checkpoint.restore_latest(manager, steps.abstract_state, info)
   if state is None:
-    state = init_fn(init_rng)
+    state = steps.init(init_rng)
     if config.init_checkpoint:  # a new run from imported weights; the optimizer starts afresh
       from electra_jax import convert  # pylint: disable=g-import-not-at-top
       # gather_to_host: the fresh params may be split across processes; every process calls it.
       imported = convert.initial_params(config, sharding.gather_to_host(state.params),
                                         meta['vocab_path'])
-      params = jax.device_put(imported, state_sharding.params)
+      params = jax.device_put(imported, steps.state_sharding.params)
       state = state.replace(params=params, opt_state=jax.jit(
-          tx.init, out_shardings=state_sharding.opt_state)(params))
+          steps.tx.init, out_shardings=steps.state_sharding.opt_state)(params))
   start_step = int(state.step)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   if jax.process_index() == 0:  # only now that the checkpoint (if any) accepted this config
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2))
 
-  step_kwargs = dict(model=model, objective_config=config.objective, special=special,
-                     max_predictions=max_predictions)
-  batch_shard = sharding.batch_sharding(mesh)
   limit = nonfinite_limit(config)
-  p_train_step = jax.jit(
-      functools.partial(train_step, tx=tx, learning_rate_fn=learning_rate_fn,
-                        grad_accum_steps=config.grad_accum_steps, max_nonfinite_in_a_row=limit,
-                        **step_kwargs),
-      in_shardings=(state_sharding, batch_shard, repl), out_shardings=(state_sharding, repl),
-      donate_argnums=(0,))
-  p_eval_step = jax.jit(functools.partial(eval_step, **step_kwargs),
-                        in_shardings=(state_sharding.params, batch_shard, repl),
-                        out_shardings=repl)
 
   log = MetricsLog(workdir, start_step)
   log.write('info', start_step, {'num_params': float(num_params)},
@@ -436,7 +462,7 @@ def _train_and_evaluate(config, workdir: str, mesh) -> dict:
   try:
     for step in range(start_step, config.num_train_steps):
       batch = sharding.global_batch(mesh, next(train_iter))
-      state, metrics = p_train_step(state, batch, train_rng)
+      state, metrics = steps.train(state, batch, train_rng)
       done = step + 1
       last = done == config.num_train_steps
       stopping = not last and stop.requested(done)  # the last step ends the run anyway
@@ -465,7 +491,7 @@ def _train_and_evaluate(config, workdir: str, mesh) -> dict:
           line += f' | {skipped} non-finite steps skipped'
         log.write('train', done, train_metrics, line)
       if eval_now:
-        eval_metrics = evaluate(p_eval_step, state.params, mesh, eval_batches(), eval_rng)
+        eval_metrics = evaluate(steps.eval, state.params, mesh, eval_batches(), eval_rng)
         log.write('eval', done, eval_metrics, f'eval @ {done}: ' + ', '.join(
             f'{k} {v:.4f}' for k, v in eval_metrics.items()))
         last_time = time.perf_counter()  # eval time is not training throughput

@@ -20,9 +20,9 @@
 # processes. Build the data once first (`python -m electra_jax.main --mode=build_data ...` with
 # --config.data.data_dir=SHARED_DIR, then pass the same data_dir here): with several processes
 # train.py does not build it. GPUS=0,1 restricts the GPUs used (CUDA_VISIBLE_DEVICES).
-# PYTHON picks the interpreter (default: python3; install with `pip install -e . 'jax[cuda12]'`).
+# PYTHON picks the interpreter (default: python3; install with `pip install -e '.[gpu]'`).
 #
-# Not run in this project (no GPU here): checked with `bash -n` only.
+# tests/test_launch.py runs it (alone, under srun and sbatch) against fakes that record arguments.
 set -euo pipefail
 
 PYTHON="${PYTHON:-python3}"
@@ -35,8 +35,10 @@ fi
 
 # SLURM defaults for the multi-node settings.
 if [[ -n "${SLURM_JOB_NODELIST:-}" && -z "${COORDINATOR:-}" ]]; then
-  first_host="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"
-  COORDINATOR="${first_host}:${COORDINATOR_PORT:-12345}"
+  # All the names, then the first: `| head -n 1` would close the pipe early, and under pipefail
+  # scontrol's SIGPIPE (a long node list) would end this script.
+  hosts="$(scontrol show hostnames "$SLURM_JOB_NODELIST")"
+  COORDINATOR="${hosts%%$'\n'*}:${COORDINATOR_PORT:-12345}"
 fi
 NUM_NODES="${NUM_NODES:-${SLURM_NNODES:-1}}"
 NODE_RANK="${NODE_RANK:-${SLURM_PROCID:-0}}"

@@ -2,7 +2,7 @@
 # Pre-training (or any electra_jax command) on a Cloud TPU VM or pod slice, driven by configs/*.py.
 #
 #   launch/tpu_vm.sh create                  # TPU VM (or, with QUEUED=1, a queued resource)
-#   launch/tpu_vm.sh install                 # copy this checkout to every worker, pip install it
+#   launch/tpu_vm.sh install                 # copy this checkout to every worker, pip install '.[tpu]'
 #   launch/tpu_vm.sh train --config=configs/base.py --workdir=gs://BUCKET/electra_base [--config.x=y ...]
 #   launch/tpu_vm.sh logs                    # follow worker 0's log (WORKER=N: worker N's)
 #   launch/tpu_vm.sh stop                    # kill the training processes, keep the VM
@@ -16,11 +16,15 @@
 # (`--mode=build_data`, here or on worker 0) into a gs:// data dir and pass --config.data.data_dir:
 # with several processes train.py does not build it.
 #
+# `train` is idempotent: where the training process still runs it starts no second one, so after a
+# preemption (recreate the VM, `install`, then the same `train` command) or any stop, the same
+# command resumes from the latest checkpoint in the workdir.
+#
 # Settings (environment): NAME (electra-jax), ZONE (us-central2-b), ACCELERATOR (v4-8),
 # VERSION (tpu-ubuntu2204-base), PROJECT (gcloud's default), QUEUED=1 to go through a queued resource,
 # SPOT=1 for spot capacity, REMOTE_DIR (~/electra_jax on the workers), WORKER (all).
 #
-# Not run in this project (no gcloud here): checked with `bash -n` only.
+# tests/test_launch.py runs every command against a fake gcloud that records its arguments.
 set -euo pipefail
 
 NAME="${NAME:-electra-jax}"
@@ -29,14 +33,15 @@ ACCELERATOR="${ACCELERATOR:-v4-8}"
 VERSION="${VERSION:-tpu-ubuntu2204-base}"
 REMOTE_DIR="${REMOTE_DIR:-electra_jax}"  # relative to the remote home directory
 WORKER="${WORKER:-all}"
-LOG="${REMOTE_DIR}/train.log"
-PID_FILE="train.pid"  # in REMOTE_DIR
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# The remote directory as a word of the remote shell's command lines.
+RDIR="$(printf '%q' "$REMOTE_DIR")"
 
+# ${a[@]+"${a[@]}"}: an empty array expands to nothing, also under `set -u` in bash 3.2 (macOS).
 project_flag=()
 if [[ -n "${PROJECT:-}" ]]; then project_flag=(--project="$PROJECT"); fi
 
-tpu() { gcloud compute tpus tpu-vm "$@" --zone="$ZONE" "${project_flag[@]}"; }
+tpu() { gcloud compute tpus tpu-vm "$@" --zone="$ZONE" ${project_flag[@]+"${project_flag[@]}"}; }
 
 # Runs a shell command on $WORKER (default all) workers.
 on_workers() {
@@ -56,34 +61,36 @@ cmd_create() {
   if [[ -n "${QUEUED:-}" ]]; then
     # A queued resource waits for capacity instead of failing when there is none now.
     gcloud compute tpus queued-resources create "$NAME" --node-id="$NAME" --zone="$ZONE" \
-      --accelerator-type="$ACCELERATOR" --runtime-version="$VERSION" "${spot[@]}" "${project_flag[@]}"
+      --accelerator-type="$ACCELERATOR" --runtime-version="$VERSION" ${spot[@]+"${spot[@]}"} \
+      ${project_flag[@]+"${project_flag[@]}"}
     echo "queued; waiting for $NAME to become ACTIVE (Ctrl-C is safe, rerun 'create' to keep waiting)" >&2
-    local state=""
-    while [[ "$state" != "ACTIVE" ]]; do
-      sleep 30
+    local state
+    while true; do
       state="$(gcloud compute tpus queued-resources describe "$NAME" --zone="$ZONE" \
-        "${project_flag[@]}" --format='value(state.state)' 2>/dev/null || true)"
+        ${project_flag[@]+"${project_flag[@]}"} --format='value(state.state)' 2>/dev/null || true)"
       echo "  $(date +%H:%M:%S) $state" >&2
-      if [[ "$state" == "FAILED" || "$state" == "SUSPENDED" ]]; then
-        echo "error: queued resource $NAME is $state" >&2
-        exit 1
-      fi
+      case "$state" in
+        ACTIVE) break ;;
+        FAILED|SUSPENDED) echo "error: queued resource $NAME is $state" >&2; exit 1 ;;
+      esac
+      sleep 30
     done
   else
-    tpu create "$NAME" --accelerator-type="$ACCELERATOR" --version="$VERSION" "${spot[@]}"
+    tpu create "$NAME" --accelerator-type="$ACCELERATOR" --version="$VERSION" ${spot[@]+"${spot[@]}"}
   fi
 }
 
 cmd_install() {
-  # Copy the working tree (not the git history or local build outputs) to every worker.
+  # Copy the working tree (not the git history, a local virtualenv or build outputs) to every worker.
   local archive
   archive="$(mktemp -t electra_jax.XXXXXX.tar.gz)"
-  tar -C "$REPO_ROOT" --exclude=.git --exclude='*.egg-info' --exclude=__pycache__ -czf "$archive" .
+  tar -C "$REPO_ROOT" --exclude=.git --exclude=.venv --exclude=./workdirs --exclude='*.egg-info' \
+    --exclude=__pycache__ --exclude=.pytest_cache -czf "$archive" .
   tpu scp "$archive" "$NAME:electra_jax.tar.gz" --worker=all
   rm -f "$archive"
-  on_workers "set -e; mkdir -p $REMOTE_DIR && tar -xzf electra_jax.tar.gz -C $REMOTE_DIR && \
-    cd $REMOTE_DIR && python3 -m pip install -q --upgrade pip && \
-    python3 -m pip install -q -e . 'jax[tpu]' && \
+  on_workers "set -e; mkdir -p $RDIR && tar -xzf electra_jax.tar.gz -C $RDIR && \
+    cd $RDIR && python3 -m pip install -q --upgrade pip && \
+    python3 -m pip install -q -e '.[tpu]' && \
     python3 -c 'import jax; print(jax.process_index(), jax.local_device_count(), jax.devices()[0].device_kind)'"
 }
 
@@ -95,29 +102,41 @@ cmd_train() {
   local args
   args="$(quote_args "$@")"
   # nohup: training survives the ssh session; the same command (same config) on every worker.
-  on_workers "cd $REMOTE_DIR && ELECTRA_JAX_DISTRIBUTED=1 TF_CPP_MIN_LOG_LEVEL=2 \
-    nohup python3 -m electra_jax.main $args > train.log 2>&1 < /dev/null & \
-    echo \$! > $PID_FILE; echo started on \$(hostname) as pid \$(cat $PID_FILE)"
+  # A worker whose recorded process still runs electra_jax keeps it (train is idempotent).
+  on_workers "cd $RDIR || exit 1
+    if [ -f train.pid ] && grep -qs electra_jax.main /proc/\$(cat train.pid)/cmdline; then
+      echo \"already running on \$(hostname) as pid \$(cat train.pid)\"; exit 0
+    fi
+    ELECTRA_JAX_DISTRIBUTED=1 TF_CPP_MIN_LOG_LEVEL=2 \\
+      nohup python3 -m electra_jax.main $args > train.log 2>&1 < /dev/null &
+    echo \$! > train.pid
+    echo \"started on \$(hostname) as pid \$(cat train.pid)\""
 }
 
 cmd_logs() {
   local worker="${WORKER}"
   if [[ "$worker" == "all" ]]; then worker=0; fi
-  tpu ssh "$NAME" --worker="$worker" --command="tail -n 100 -F $LOG"
+  tpu ssh "$NAME" --worker="$worker" --command="tail -n 100 -F $RDIR/train.log"
 }
 
 cmd_stop() {
-  # By the pid `train` recorded. SIGTERM, then SIGKILL: orbax writes each checkpoint to a temporary
-  # directory and renames it when complete, so a killed run resumes from its last complete one.
-  on_workers "cd $REMOTE_DIR && if [ -f $PID_FILE ]; then pid=\$(cat $PID_FILE); \
-    kill -TERM \$pid 2>/dev/null || true; sleep 20; kill -KILL \$pid 2>/dev/null || true; \
-    rm -f $PID_FILE; fi"
+  # By the pid `train` recorded. SIGTERM, then SIGKILL after 20 s: orbax writes each checkpoint to
+  # a temporary directory and renames it when complete, so a killed run resumes from its last
+  # complete one.
+  on_workers "cd $RDIR || exit 0
+    if [ -f train.pid ]; then
+      pid=\$(cat train.pid)
+      kill -TERM \$pid 2>/dev/null || true
+      for i in \$(seq 20); do kill -0 \$pid 2>/dev/null || break; sleep 1; done
+      kill -KILL \$pid 2>/dev/null || true
+      rm -f train.pid
+    fi"
 }
 
 cmd_delete() {
   if [[ -n "${QUEUED:-}" ]]; then
     gcloud compute tpus queued-resources delete "$NAME" --zone="$ZONE" --force --quiet \
-      "${project_flag[@]}"
+      ${project_flag[@]+"${project_flag[@]}"}
   else
     tpu delete "$NAME" --quiet
   fi
