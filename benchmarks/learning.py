@@ -277,7 +277,7 @@ def main(argv):
     c.num_train_steps = steps[arm][-1]
     c.checkpoint_every_steps = steps[arm][0]
     c.eval_every_steps = steps[arm][0]
-    c.keep_checkpoints = len(budgets)
+    c.keep_checkpoints = round(1 / unit)  # every multiple of the smallest budget is saved
     run_dir = os.path.join(workdir, arm)
     t = time.time()
     train.train_and_evaluate(c, run_dir)

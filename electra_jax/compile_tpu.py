@@ -208,9 +208,7 @@ def compile_steps(config, tpu: TpuSlice, log=lambda line: None) -> dict:
   devices = topology_devices(tpu)
   mesh = sharding.make_mesh(config.mesh_shape, devices)
   batch_devices = mesh.shape['data'] * mesh.shape['fsdp']
-  train.check_config(config, {'vocab_size': config.model.vocab_size,
-                              'max_seq_length': config.max_seq_length, 'data_dir': ''},
-                     batch_devices)
+  train.check_config(config, batch_devices)
   # Token ids are baked into the program as constants; their values change neither its memory
   # nor its FLOPs, so BERT's ([PAD] 0, [CLS] 101, [SEP] 102, [MASK] 103) stand in for the vocab's.
   special = objective.SpecialIds(0, 101, 102, 103)
