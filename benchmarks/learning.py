@@ -11,8 +11,8 @@ each, and the same model from random initialization (the floor), on two tasks bu
 held-out documents of the same text, for --seeds seeds, and prints the median dev accuracies.
 
 Text: documentation that Debian packages ship (benchmarks/doc_text.py: Python's, the Linux
-kernel's, Perl's and PostgreSQL's manuals, 31 MB; `apt-get install python3-doc linux-doc perl-doc
-postgresql-doc`). 12% of the documents (by a hash of their names) are held out of pre-training and
+kernel's, Perl's and PostgreSQL's manuals; `apt-get install python3-doc linux-doc perl-doc
+postgresql-doc`), 48.5 MB of pre-training text. 12% of the documents (by a hash of their names) are held out of pre-training and
 make the tasks:
   area   one sentence -> which of 8 areas it comes from (perl, postgres, python/library, and five
          kernel/ sections); 300 train and up to 150 dev sentences per area, from different documents
