@@ -208,7 +208,7 @@ def compile_steps(config, tpu: TpuSlice, log=lambda line: None) -> dict:
   devices = topology_devices(tpu)
   mesh = sharding.make_mesh(config.mesh_shape, devices)
   batch_devices = mesh.shape['data'] * mesh.shape['fsdp']
-  train.check_config(config, batch_devices)
+  train.check_config(config, batch_devices)  # no data here: train.check_data has nothing to check
   # Token ids are baked into the program as constants; their values change neither its memory
   # nor its FLOPs, so BERT's ([PAD] 0, [CLS] 101, [SEP] 102, [MASK] 103) stand in for the vocab's.
   special = objective.SpecialIds(0, 101, 102, 103)
@@ -221,7 +221,8 @@ def compile_steps(config, tpu: TpuSlice, log=lambda line: None) -> dict:
             'hosts': hosts, 'device_kind': devices[0].device_kind, 'mesh': dict(mesh.shape),
             'hbm_capacity': tpu.hbm_bytes, 'num_params': num_params}
   m = config.model
-  log(f'{tpu.name}: {len(devices)} chips ({devices[0].device_kind}, topology {tpu.topology_name}, '
+  log(f'{tpu.name}: {len(devices)} chip{"s" if len(devices) > 1 else ""} '
+      f'({devices[0].device_kind}, topology {tpu.topology_name}, '
       f'{hosts} host{"s" if hosts > 1 else ""}), {_size(tpu.hbm_bytes)} HBM per chip')
   log('mesh: ' + ' x '.join(f'{k} {v}' for k, v in mesh.shape.items()) +
       f'; batch {config.batch_size} x {config.max_seq_length} '
