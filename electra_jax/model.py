@@ -314,16 +314,21 @@ class TransformerLayer(nn.Module):
     dense = lambda n, name: nn.Dense(n, kernel_init=_init(c), dtype=dtype, name=name)
     batch, seq_len = attention_mask.shape[0], attention_mask.shape[-1]
     head_dim = s.hidden_size // s.num_heads
-    # Query, key and value in one [hidden, 3 x hidden] matmul: one pass over x instead of three
-    # (and one weight-gradient matmul in the backward pass). The parameters stay three Dense layers.
-    qkv = [_DenseParams(s.hidden_size, _init(c), name=n)(x.shape[-1])
-           for n in ('query', 'key', 'value')]
-    kernel = jnp.concatenate([k for k, _ in qkv], axis=1).astype(dtype)
-    bias = jnp.concatenate([b for _, b in qkv]).astype(dtype)
-    q, k, v = jnp.split(jnp.dot(x.astype(dtype), kernel) + bias, 3, axis=-1)
+    cpu = _cpu(c)
+    if cpu:
+      # Query, key and value in one [hidden, 3 x hidden] matmul: one pass over x instead of three
+      # (and one weight-gradient matmul in the backward pass). The parameters stay three Dense
+      # layers. 'stock' keeps three: no copy of the weights per step, and no resharding of the
+      # concatenation when they are split over a 'tensor' mesh axis.
+      qkv = [_DenseParams(s.hidden_size, _init(c), name=n)(x.shape[-1])
+             for n in ('query', 'key', 'value')]
+      kernel = jnp.concatenate([k for k, _ in qkv], axis=1).astype(dtype)
+      bias = jnp.concatenate([b for _, b in qkv]).astype(dtype)
+      q, k, v = jnp.split(jnp.dot(x.astype(dtype), kernel) + bias, 3, axis=-1)
+    else:
+      q, k, v = (dense(s.hidden_size, n)(x) for n in ('query', 'key', 'value'))
     split = lambda t: t.reshape(batch, seq_len, s.num_heads, head_dim)
     q, k, v = split(q), split(k), split(v)
-    cpu = _cpu(c)
     drop = functools.partial(dropout, self, stock=not cpu)
     if deterministic or c.attention_dropout_rate == 0.0:
       # jax's attention op (its XLA implementation: jax 0.10's implementation=None never picks
