@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from electra_jax import accelerators
 from electra_jax import input_pipeline
+from electra_jax import model as model_lib
 from electra_jax import objective
 from electra_jax import sharding
 from electra_jax import train
@@ -189,6 +190,7 @@ def _loop_free_flops(config, special, max_predictions) -> dict:
   """
   config = config.copy_and_resolve_references()
   config.grad_accum_steps, config.model.scan_layers, config.mesh_shape = 1, False, (1, 1, 1)
+  config.model.kernels = model_lib.resolve_kernels(config.model, 'tpu')  # not the CPU's
   steps = train.make_steps(config, sharding.make_mesh((1, 1, 1), jax.devices('cpu')[:1]), special,
                            max_predictions)
   return {name: _flops(getattr(steps, name).lower(*args))
@@ -219,7 +221,8 @@ def compile_steps(config, tpu: TpuSlice, log=lambda line: None) -> dict:
   hosts = len({d.process_index for d in devices})
   result = {'slice': tpu.name, 'topology': tpu.topology_name, 'chips': len(devices),
             'hosts': hosts, 'device_kind': devices[0].device_kind, 'mesh': dict(mesh.shape),
-            'hbm_capacity': tpu.hbm_bytes, 'num_params': num_params}
+            'hbm_capacity': tpu.hbm_bytes, 'num_params': num_params,
+            'kernels': model_lib.resolve_kernels(config.model, devices[0].platform)}
   m = config.model
   log(f'{tpu.name}: {len(devices)} chip{"s" if len(devices) > 1 else ""} '
       f'({devices[0].device_kind}, topology {tpu.topology_name}, '
@@ -230,7 +233,7 @@ def compile_steps(config, tpu: TpuSlice, log=lambda line: None) -> dict:
       f'{"s" if config.batch_size // batch_devices > 1 else ""} per chip'
       + (f' in {config.grad_accum_steps} microbatches' if config.grad_accum_steps > 1 else '') +
       f'); {num_params / 1e6:.1f}M params; dtype {m.dtype}, remat {m.remat}, '
-      f'scan_layers {m.scan_layers}')
+      f'scan_layers {m.scan_layers}, kernels {result["kernels"]}')
   looped = {name for name, loops in (('train', config.grad_accum_steps > 1 or m.scan_layers),
                                       ('eval', m.scan_layers)) if loops}
   slice_flops = _loop_free_flops(config, special, max_predictions) if looped else {}

@@ -79,6 +79,14 @@ def get_default_config() -> ml_collections.ConfigDict:
   # copy exists only inside the step (model.stack_layers). Same results with dropout off; with
   # dropout the per-layer dropout masks are drawn differently.
   c.model.scan_layers = False
+  # Which implementation of dropout, LayerNorm, GELU, attention and the MLM cross-entropy:
+  # 'cpu': hand-written ones that are faster on XLA's CPU backend (a hashed dropout mask, custom
+  # gradients for LayerNorm/GELU/cross-entropy, one-head attention without its head axis);
+  # 'stock': flax/jax/optax's own (nn.LayerNorm, jax.nn.gelu, jax.nn.dot_product_attention,
+  # bernoulli dropout, optax's cross-entropy), what the GPU and TPU compilers are tuned for;
+  # 'auto': 'cpu' when the step runs on CPU, else 'stock'. Same parameters either way, same
+  # loss and gradients with dropout off (only the dropout masks differ).
+  c.model.kernels = 'auto'
 
   # ---- Objective (objective.py), switches of the original.
   c.objective = ml_collections.ConfigDict()

@@ -78,6 +78,54 @@ def _dtype(model_config):
   return jnp.dtype(model_config.dtype)
 
 
+KERNELS = ('auto', 'stock', 'cpu')
+
+
+def resolve_kernels(model_config, platform: str = '') -> str:
+  """model.kernels as 'cpu' or 'stock'; 'auto' (or no key: older configs) is 'cpu' when the step
+  runs on CPU (`platform`, else jax.default_backend()) and 'stock' on GPU/TPU.
+
+  'cpu': the hand-written pieces below that pay off on XLA's CPU backend (hashed dropout masks,
+  custom-VJP LayerNorm, GELU and cross-entropy, the one-head attention without its head axis).
+  'stock': flax/jax/optax's own ops, which the GPU and TPU compilers know best. Same parameters,
+  same results with dropout off (tests/test_kernels.py); the dropout masks differ.
+  Called when the model is built (make_pretrainer: the mesh's platform, so a CPU host compiling
+  for a TPU slice gets the TPU's kernels), and by each module for models built directly.
+  """
+  kernels = model_config.get('kernels', 'auto')
+  if kernels not in KERNELS:
+    raise ValueError(f'model.kernels must be one of {KERNELS}, got {kernels!r}')
+  if kernels != 'auto':
+    return kernels
+  return 'cpu' if (platform or jax.default_backend()) == 'cpu' else 'stock'
+
+
+def with_kernels(model_config, platform: str = ''):
+  """A copy of `model_config` with model.kernels resolved (see resolve_kernels)."""
+  c = ml_collections.ConfigDict(model_config.to_dict())
+  c.kernels = resolve_kernels(model_config, platform)
+  return c
+
+
+def _cpu(model_config) -> bool:
+  return resolve_kernels(model_config) == 'cpu'
+
+
+def make_layer_norm(model_config, name=None):
+  """LayerNorm over the last axis, parameters `scale` and `bias` (float32) either way: this repo's
+  custom-VJP LayerNorm ('cpu' kernels) or nn.LayerNorm ('stock')."""
+  c = model_config
+  if _cpu(c):
+    return LayerNorm(epsilon=c.layer_norm_eps, dtype=_dtype(c), name=name)
+  return nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=_dtype(c), param_dtype=jnp.float32,
+                      name=name)
+
+
+def activation(model_config):
+  """Exact (erf) GELU: `gelu` below ('cpu' kernels) or jax.nn.gelu(approximate=False)."""
+  return gelu if _cpu(model_config) else functools.partial(jax.nn.gelu, approximate=False)
+
+
 class Embeddings(nn.Module):
   """Word + position + token-type embeddings, LayerNorm, dropout. Output width: embedding_size.
 
@@ -97,7 +145,7 @@ class Embeddings(nn.Module):
                                         embedding_init=table_init, dtype=_dtype(c))
     self.token_type_embeddings = nn.Embed(c.type_vocab_size, c.embedding_size,
                                           embedding_init=_init(c), dtype=_dtype(c))
-    self.LayerNorm = LayerNorm(epsilon=c.layer_norm_eps, dtype=_dtype(c))
+    self.LayerNorm = make_layer_norm(c)
 
   def __call__(self, input_ids, segment_ids, deterministic: bool, base=None):
     seq_len = input_ids.shape[-1]
@@ -115,15 +163,17 @@ class Embeddings(nn.Module):
       x = (jnp.take(word, input_ids, axis=0).astype(dtype)
            + position[None, :seq_len].astype(dtype))
     x = x + self.token_type_embeddings(segment_ids)
-    return dropout(self, self.LayerNorm(x), self.config.dropout_rate, deterministic)
+    return dropout(self, self.LayerNorm(x), self.config.dropout_rate, deterministic,
+                   stock=not _cpu(self.config))
 
   def attend(self, h):
     """Logits over the vocabulary with the word-embedding table as output layer (tied)."""
     return self.word_embeddings.attend(h)
 
 
-def dropout(module: nn.Module, x, rate: float, deterministic: bool):
+def dropout(module: nn.Module, x, rate: float, deterministic: bool, stock: bool = False):
   """Inverted dropout like nn.Dropout, with a cheaper random mask (same rng stream: 'dropout').
+  `stock` (model.kernels 'stock'): nn.Dropout's own mask, jax.random.bernoulli.
 
   nn.Dropout draws a 32-bit uniform per element, and jax's (partitionable) threefry spends one
   whole 2x32 hash per element. Here one Threefry-2x32 hash of the counter i gives 4 elements: its
@@ -139,6 +189,9 @@ def dropout(module: nn.Module, x, rate: float, deterministic: bool):
   if rate >= 1.0:
     return jnp.zeros_like(x)
   key = module.make_rng('dropout')
+  if stock:  # nn.Dropout's mask
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros((), x.dtype))
   if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
     key = jax.random.key_data(key)
   key = key.reshape(-1)[:2].astype(jnp.uint32)  # a threefry key; other impls' first two words
@@ -261,26 +314,35 @@ class TransformerLayer(nn.Module):
     dense = lambda n, name: nn.Dense(n, kernel_init=_init(c), dtype=dtype, name=name)
     batch, seq_len = attention_mask.shape[0], attention_mask.shape[-1]
     head_dim = s.hidden_size // s.num_heads
-    # Query, key and value in one [hidden, 3 x hidden] matmul: one pass over x instead of three
-    # (and one weight-gradient matmul in the backward pass). The parameters stay three Dense layers.
-    qkv = [_DenseParams(s.hidden_size, _init(c), name=n)(x.shape[-1])
-           for n in ('query', 'key', 'value')]
-    kernel = jnp.concatenate([k for k, _ in qkv], axis=1).astype(dtype)
-    bias = jnp.concatenate([b for _, b in qkv]).astype(dtype)
-    q, k, v = jnp.split(jnp.dot(x.astype(dtype), kernel) + bias, 3, axis=-1)
+    cpu = _cpu(c)
+    if cpu:
+      # Query, key and value in one [hidden, 3 x hidden] matmul: one pass over x instead of three
+      # (and one weight-gradient matmul in the backward pass). The parameters stay three Dense
+      # layers. 'stock' keeps three: no copy of the weights per step, and no resharding of the
+      # concatenation when they are split over a 'tensor' mesh axis.
+      qkv = [_DenseParams(s.hidden_size, _init(c), name=n)(x.shape[-1])
+             for n in ('query', 'key', 'value')]
+      kernel = jnp.concatenate([k for k, _ in qkv], axis=1).astype(dtype)
+      bias = jnp.concatenate([b for _, b in qkv]).astype(dtype)
+      q, k, v = jnp.split(jnp.dot(x.astype(dtype), kernel) + bias, 3, axis=-1)
+    else:
+      q, k, v = (dense(s.hidden_size, n)(x) for n in ('query', 'key', 'value'))
     split = lambda t: t.reshape(batch, seq_len, s.num_heads, head_dim)
     q, k, v = split(q), split(k), split(v)
+    drop = functools.partial(dropout, self, stock=not cpu)
     if deterministic or c.attention_dropout_rate == 0.0:
-      # Fused attention (cuDNN flash attention on GPU when available).
+      # jax's attention op (its XLA implementation: jax 0.10's implementation=None never picks
+      # cuDNN, which wants bfloat16 and would not take the boolean mask as is).
       ctx = jax.nn.dot_product_attention(q, k, v, mask=attention_mask)
     else:
-      # The reference drops attention probabilities (rate 0.1), which the fused kernel can't do.
-      # Set model.attention_dropout_rate=0 to train with the fused kernel instead.
+      # The reference drops attention probabilities (rate 0.1), which the fused op can't do.
+      # Set model.attention_dropout_rate=0 to train with it instead.
       # The 1/sqrt(d) scale goes on q ([B, T, H]), not on the [B, heads, T, T] logits.
       q = q * jnp.asarray(1.0 / head_dim**0.5, dtype)
       mask, scores, mix = attention_mask, 'bqhd,bkhd->bhqk', 'bhqk,bkhd->bqhd'
-      if s.num_heads == 1:  # (ELECTRA-Small's generator) without the extent-1 head axis, on which
-        # XLA:CPU's YNNPACK fusions ran the softmax gradient ~4x slower per element: step 1.025x.
+      if cpu and s.num_heads == 1:  # (ELECTRA-Small's generator) without the extent-1 head
+        # axis, on which XLA:CPU's YNNPACK fusions ran the softmax gradient ~4x slower per
+        # element: step 1.025x.
         q, k, v, mask = q[:, :, 0], k[:, :, 0], v[:, :, 0], attention_mask[:, 0]
         scores, mix = 'bqd,bkd->bqk', 'bqk,bkd->bqd'
       logits = jnp.einsum(scores, q, k)
@@ -288,15 +350,14 @@ class TransformerLayer(nn.Module):
       # gradient is the identity.
       logits = logits + jnp.where(mask, 0.0, -10000.0).astype(logits.dtype)
       probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(dtype)
-      probs = dropout(self, probs, c.attention_dropout_rate, deterministic=False)
+      probs = drop(probs, c.attention_dropout_rate, deterministic=False)
       ctx = jnp.einsum(mix, probs, v)
     ctx = ctx.reshape(batch * seq_len, s.hidden_size)
-    attn_out = dropout(self, dense(s.hidden_size, 'attention_output')(ctx), c.dropout_rate,
-                       deterministic)
-    x = LayerNorm(epsilon=c.layer_norm_eps, dtype=dtype, name='attention_LayerNorm')(x + attn_out)
-    h = gelu(dense(s.intermediate_size, 'intermediate')(x))
-    h = dropout(self, dense(s.hidden_size, 'output')(h), c.dropout_rate, deterministic)
-    return LayerNorm(epsilon=c.layer_norm_eps, dtype=dtype, name='output_LayerNorm')(x + h)
+    attn_out = drop(dense(s.hidden_size, 'attention_output')(ctx), c.dropout_rate, deterministic)
+    x = make_layer_norm(c, name='attention_LayerNorm')(x + attn_out)
+    h = activation(c)(dense(s.intermediate_size, 'intermediate')(x))
+    h = drop(dense(s.hidden_size, 'output')(h), c.dropout_rate, deterministic)
+    return make_layer_norm(c, name='output_LayerNorm')(x + h)
 
 
 class _ScannedLayer(nn.Module):
@@ -398,8 +459,7 @@ class GeneratorHead(nn.Module):
     hidden = hidden.reshape(-1, hidden.shape[-1])  # 2-D, as in Transformer
     h = nn.Dense(embeddings.config.embedding_size, kernel_init=_init(c), dtype=_dtype(c),
                  name='dense')(hidden)
-    h = LayerNorm(epsilon=c.layer_norm_eps, dtype=_dtype(c), name='LayerNorm')(
-        gelu(h))
+    h = make_layer_norm(c, name='LayerNorm')(activation(c)(h))
     bias = self.param('output_bias', nn.initializers.zeros, (c.vocab_size,))
     # Logits in float32: they feed a softmax over the whole vocabulary and the sampler.
     logits = embeddings.attend(h).astype(jnp.float32) + bias
@@ -415,8 +475,8 @@ class DiscriminatorHead(nn.Module):
     c = self.config
     leading = hidden.shape[:-1]
     hidden = hidden.reshape(-1, hidden.shape[-1])  # 2-D, as in Transformer
-    h = gelu(nn.Dense(hidden.shape[-1], kernel_init=_init(c), dtype=_dtype(c),
-                      name='dense')(hidden))
+    h = activation(c)(nn.Dense(hidden.shape[-1], kernel_init=_init(c), dtype=_dtype(c),
+                               name='dense')(hidden))
     out = nn.Dense(1, kernel_init=dense_default_init(c), dtype=_dtype(c),
                    name='dense_prediction')(h)
     return out.reshape(leading).astype(jnp.float32)
@@ -513,8 +573,11 @@ def embedding_sharing(objective_config) -> str:
   return sharing
 
 
-def make_pretrainer(config) -> ElectraPretrainer:
-  return ElectraPretrainer(config.model, embedding_sharing=embedding_sharing(config.objective),
+def make_pretrainer(config, platform: str = '') -> ElectraPretrainer:
+  """The pre-training model of `config`, its model.kernels resolved for `platform` (the devices
+  the step runs on; '' = jax.default_backend())."""
+  return ElectraPretrainer(with_kernels(config.model, platform),
+                           embedding_sharing=embedding_sharing(config.objective),
                            untied_generator=config.objective.untied_generator,
                            scan_layers=bool(config.model.get('scan_layers', False)))
 

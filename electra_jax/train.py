@@ -195,7 +195,9 @@ def make_steps(config, mesh, special, max_predictions) -> Steps:
   a TPU slice is exactly what a run on it executes. Nothing here touches a device: `mesh` may be
   made of compile-only TPU devices.
   """
-  model = model_lib.make_pretrainer(config)
+  # model.kernels 'auto' follows the mesh's devices: a CPU host compiling for a TPU slice builds
+  # the TPU's step.
+  model = model_lib.make_pretrainer(config, platform=mesh.devices.flat[0].platform)
   learning_rate_fn = optim.learning_rate_schedule(config.optim, config.num_train_steps)
   tx = optim.make_optimizer(config.optim, config.num_train_steps, learning_rate_fn)
   repl = sharding.replicated(mesh)
@@ -245,6 +247,7 @@ def evaluate(eval_fn, params, mesh, batches, rng) -> dict:
 # Config values that must be one of a few strings (the code that reads them raises otherwise).
 _CHOICES = {'nan_policy': ('stop', 'skip_step'), 'model.dtype': ('float32', 'bfloat16', 'float16'),
             'model.initializer': ('original', 'normal'),
+            'model.kernels': model_lib.KERNELS,
             'objective.sampler': ('inverse_cdf', 'gumbel'),
             'optim.schedule': ('electra', 'warmup_linear')}
 

@@ -48,6 +48,7 @@ def test_tiny_config_compiles_for_a_tpu_slice():
   result = compile_tpu.compile_steps(config, compile_tpu.parse_slice('v5e-4'), log=lines.append)
   assert (result['chips'], result['device_kind']) == (4, 'TPU v5 lite')
   assert result['mesh'] == {'data': 1, 'fsdp': 4, 'tensor': 1}
+  assert result['kernels'] == 'stock'  # model.kernels 'auto' for the TPU, not this CPU host
   assert 'mesh: data 1 x fsdp 4 x tensor 1; batch 8 x 16 (2 sequences per chip)' in lines[1]
   state_bytes = 3 * 4 * result['num_params']  # float32 params and 2 Adam moments
   train_memory = result['train']['memory']

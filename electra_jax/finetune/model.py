@@ -40,7 +40,7 @@ class JointEndLogits(nn.Module):
     kernel = self.param('kernel', init, (2 * hidden, self.width))
     bias = self.param('bias', nn.initializers.zeros, (self.width,))
     h = start_features @ kernel[:hidden] + end_features @ kernel[hidden:] + bias
-    h = model_lib.gelu(h)
+    h = model_lib.activation(self.model_config)(h)
     return nn.Dense(1, kernel_init=init, name='qa_logits')(h)[..., 0]
 
 
@@ -102,7 +102,7 @@ class FinetuneModel(nn.Module):
     if self.qa_answerable_uses_start:
       start_probs = jax.nn.softmax(start_logits)
       summary = jnp.concatenate([summary, jnp.einsum('bt,bth->bh', start_probs, hidden)], -1)
-      summary = model_lib.gelu(dense(512, 'answer_hidden')(summary))
+      summary = model_lib.activation(self.model_config)(dense(512, 'answer_hidden')(summary))
     outputs['answerable_logit'] = dense(1, 'answer_class')(summary)[:, 0]
     return outputs
 
