@@ -23,7 +23,7 @@ Three choices differ from the paper (measured in benchmarks/README.md, "The core
 
 Measured (`python benchmarks/learning.py --workdir=/tmp/electra_learning --budgets=0.5,1`, median
 dev accuracy of 3 fine-tuning seeds, equal pre-training FLOPs 8.27e13): ELECTRA area 36.9, next
-61.2; masked LM area 47.5, next 60.7; no pre-training area 32.0, next NONEN. At this scale ELECTRA
+61.2; masked LM area 47.5, next 60.7; no pre-training area 32.0, next 56.8. At this scale ELECTRA
 does not beat the masked LM (benchmarks/README.md, "The core claim, measured", has the diagnosis).
 """
 from configs import demo
