@@ -256,9 +256,33 @@ def test_finetune_resume_skips_a_damaged_checkpoint(tmp_path, capsys):
 # ---- A full disk while checkpointing.
 
 DISK_FULL_CONFIG = '''
+import errno
+import os
 import sys
 sys.path.insert(0, {tests!r})
 from conftest import tiny_config
+from electra_jax import checkpoint
+
+_save = checkpoint.save
+
+
+def _save_after_the_disk_filled_up(manager, step, state, *args, **kwargs):
+  # Another process fills the disk between the first and the second checkpoint: once checkpoint
+  # 3 is complete, a ballast file takes every free byte of the tmpfs (outside the workdir).
+  if step == 6:
+    manager.wait_until_finished()
+    with open({ballast!r}, 'wb', buffering=0) as f:  # unbuffered: close() has nothing to write
+      for chunk in (1 << 20, 4096, 1):
+        try:
+          while True:
+            f.write(b'\\0' * chunk)
+        except OSError as e:
+          assert e.errno == errno.ENOSPC, e
+  return _save(manager, step, state, *args, **kwargs)
+
+
+checkpoint.save = _save_after_the_disk_filled_up
+
 
 def get_config():
   c = tiny_config(vocab_size={vocab_size}, num_train_steps=9, checkpoint_every_steps=3,
@@ -268,32 +292,21 @@ def get_config():
 '''
 
 
-def _disk_usage(directory):
-  return sum(os.lstat(os.path.join(root, n)).st_blocks * 512 + 4096
-             for root, dirs, names in os.walk(directory) for n in names + dirs)
-
-
-@pytest.mark.xfail(strict=False, reason='flaky: whether the tmpfs holds one checkpoint but '
-                   'not two depends on checkpoint sizes that vary between runs; to fix')
-def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(corpus_dir, finished_run,
-                                                                      tmp_path):
-  """The workdir on a tmpfs with room for one checkpoint (in a user + mount namespace: no root
-  needed): the second save fails with one error line; the first checkpoint is intact and a run
-  with space resumes from it."""
+def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(corpus_dir, tmp_path):
+  """The workdir on a tmpfs (in a user + mount namespace: no root needed) that fills up after the
+  first checkpoint: the second save fails with one error line; the first checkpoint is intact and
+  a run with space resumes from it."""
   if subprocess.run(['unshare', '-Urm', 'true'], capture_output=True).returncode != 0:
     pytest.skip('no unprivileged user namespaces here (unshare -Urm): cannot mount a tmpfs')
   config = pretrain_config(corpus_dir, num_train_steps=9, checkpoint_every_steps=3,
                            keep_checkpoints=1, log_every_steps=3, eval_every_steps=10**6)
-  config_file = tmp_path / 'config.py'
-  config_file.write_text(DISK_FULL_CONFIG.format(
-      tests=os.path.join(ROOT, 'tests'), vocab_size=len(VOCAB), data=config.data.to_dict()))
-  checkpoint_bytes = _disk_usage(os.path.join(finished_run, 'checkpoints', '3'))
-  # One checkpoint and the run's small files fit, two checkpoints don't (a fixed margin on top
-  # would hold two of the ~400 KB checkpoints whenever one comes out smaller than twice it).
-  size_kb = checkpoint_bytes * 8 // 5 // 1024
   mnt, out = tmp_path / 'mnt', tmp_path / 'out'
   mnt.mkdir(), out.mkdir()
-  script = (f'mount -t tmpfs -o size={size_kb}k tmpfs {mnt} || exit 99; '
+  config_file = tmp_path / 'config.py'
+  config_file.write_text(DISK_FULL_CONFIG.format(
+      tests=os.path.join(ROOT, 'tests'), vocab_size=len(VOCAB), data=config.data.to_dict(),
+      ballast=str(mnt / 'ballast')))
+  script = (f'mount -t tmpfs -o size=32m tmpfs {mnt} || exit 99; '
             f'{sys.executable} -m electra_jax.main --config={config_file} --workdir={mnt}/work '
             f'>{out}/stdout 2>{out}/stderr; echo $? >{out}/rc; cp -a {mnt}/work {out}/work')
   subprocess.run(['unshare', '-Urm', 'sh', '-c', script], cwd=ROOT, timeout=600,
