@@ -26,7 +26,9 @@ setuptools.setup(
     extras_require={
         # torch + transformers: only tests/test_convert.py (logit parity with HF); conversion
         # itself needs neither.
-        "test": ["pytest>=8", "scikit-learn>=1.4", "torch>=2.4,<2.14", "transformers>=4.40",
+        # pytest-xdist: test.sh runs the suite in one worker per core (up to 4).
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.4", "torch>=2.4,<2.14",
+                 "transformers>=4.40",
                  # tests/test_notebook.py executes notebooks/electra_quickstart.ipynb
                  "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29", "matplotlib>=3.8",
                  # tests/test_compile_tpu.py compiles for a TPU slice on the CPU (libtpu, the

@@ -19,7 +19,9 @@ make the tasks:
   next   a pair of sentences -> does B directly follow A in its document (1), or is B a sentence of
          another held-out document (0; BERT's next-sentence task); 3000 train, 1200 dev pairs
 Fine-tuning: configs/finetune.py (the original's recipe) with --finetune_lr, 3 epochs, batch 32,
-dropout 0.1, seq 64 (area) / 128 (next); the dev accuracy after the last step is reported.
+seq 64 (area) / 128 (next), and the pre-training's dropout (--finetune_dropout; an encoder
+pre-trained without dropout loses up to 6 points fine-tuned with 0.1); the dev accuracy after the
+last step is reported.
 
 --budgets: fractions of the config's num_train_steps at which ELECTRA (and the MLM, at the same
 FLOPs) are fine-tuned; 1 = the whole run. Intermediate budgets are checkpoints of the same runs
@@ -58,6 +60,9 @@ _ARMS = flags.DEFINE_list('arms', ['electra', 'mlm', 'none'], 'Pre-training arms
 _TASKS = flags.DEFINE_list('tasks', ['area', 'next'], 'Downstream tasks.')
 _FINETUNE_LR = flags.DEFINE_float('finetune_lr', 3e-4, 'Fine-tuning learning rate.')
 _FINETUNE_EPOCHS = flags.DEFINE_float('finetune_epochs', 3.0, 'Fine-tuning epochs.')
+_FINETUNE_DROPOUT = flags.DEFINE_float(
+    'finetune_dropout', -1.0, 'Fine-tuning dropout (hidden and attention); -1: the pre-training '
+    "config's model.dropout_rate (an encoder pre-trained without dropout is fine-tuned without).")
 
 HELD_OUT_PERCENT = 12  # of the documents, by hash: 0-7 task train, 8-11 task dev
 AREAS = ('perl', 'postgres', 'python/library', 'kernel/admin-guide', 'kernel/networking',
@@ -191,9 +196,10 @@ def eval_metrics(workdir: str, step: int) -> dict:
 
 # ---- Fine-tuning.
 
-def finetune(init_dir: str, model_config, vocab: str, task: str, text_dir: str, workdir: str):
+def finetune(init_dir: str, model_config, vocab: str, task: str, text_dir: str, workdir: str,
+             dropout: float):
   """Fine-tunes from `init_dir` (a pretrained/ dir; '' = random init of `model_config`) with the
-  seeds; returns each seed's final dev accuracy."""
+  seeds and `dropout`; returns each seed's final dev accuracy."""
   from configs import finetune as finetune_configs  # pylint: disable=g-import-not-at-top
   from electra_jax.finetune import loop  # pylint: disable=g-import-not-at-top
   results_path = os.path.join(workdir, 'results.json')
@@ -214,6 +220,7 @@ def finetune(init_dir: str, model_config, vocab: str, task: str, text_dir: str, 
     c.predict_test = False
     c.log_every_steps = 10**9
     c.mesh_shape = (1, 1, 1)
+    c.model.dropout_rate = c.model.attention_dropout_rate = dropout
     if init_dir:
       c.init_checkpoint = init_dir
     else:
@@ -238,6 +245,8 @@ def main(argv):
   if any(abs(b / unit - round(b / unit)) > 1e-9 for b in budgets) or budgets[-1] != 1.0:
     sys.exit('error: --budgets must be multiples of the smallest one and end at 1')
   started = time.time()
+  dropout = (_FINETUNE_DROPOUT.value if _FINETUNE_DROPOUT.value >= 0
+             else config.model.dropout_rate)
 
   text_dir = os.path.join(workdir, 'text')
   text = write_text(text_dir)
@@ -268,7 +277,7 @@ def main(argv):
   for arm in _ARMS.value:
     if arm == 'none':
       scores = {task: finetune('', config.model, vocab, task, text_dir,
-                               os.path.join(workdir, 'finetune', f'none_{task}'))
+                               os.path.join(workdir, 'finetune', f'none_{task}'), dropout)
                 for task in _TASKS.value}
       rows.append({'arm': 'none', 'budget': 0.0, 'steps': 0, 'flops': 0.0, 'pretrain': {},
                    'scores': scores})
@@ -286,12 +295,13 @@ def main(argv):
       export_dir = os.path.join(run_dir, f'export_{step}')
       export_at(run_dir, step, c, export_dir)
       scores = {task: finetune(export_dir, None, vocab, task, text_dir,
-                               os.path.join(workdir, 'finetune', f'{arm}_{step}_{task}'))
+                               os.path.join(workdir, 'finetune', f'{arm}_{step}_{task}'), dropout)
                 for task in _TASKS.value}
       rows.append({'arm': arm, 'budget': budget, 'steps': step, 'flops': flops[arm] * step,
                    'pretrain': eval_metrics(run_dir, step), 'scores': scores})
 
-  print(f'\nmedian dev accuracy over {_SEEDS.value} seeds (each seed in brackets); '
+  print(f'\nmedian dev accuracy over {_SEEDS.value} seeds (each seed in brackets; fine-tuning '
+        f'dropout {dropout:g}); '
         f'{time.time() - started:.0f} s in all')
   header = '| arm | budget | steps | pre-training FLOPs | held-out disc AUC | MLM acc | ' + \
       ' | '.join(_TASKS.value) + ' |'

@@ -52,7 +52,7 @@ def get_config():
   c.tfds_data_dir = ''  # TFDS data_dir holding prepared glue/<task> ('' = TFDS default)
   c.batch_size = 32
   c.eval_batch_size = 64
-  c.max_seq_length = 0  # 0 = the task's default (128; SQuAD 512)
+  c.max_seq_length = 0  # 0 = the task's default (128; chunk 256; SQuAD/MRQA 512)
   c.num_train_epochs = 0.0  # 0 = the task's default (3; RTE and STS-B 10; SQuAD 2)
   c.num_train_steps = 0  # > 0 overrides the epochs
   # Warmup steps = this x the run's steps, kept fractional as the original (optim.warmup_steps is

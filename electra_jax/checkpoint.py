@@ -165,8 +165,7 @@ def _all_finite(tree):
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
-def save(manager: ocp.CheckpointManager, step: int, state, run_info: dict | None = None,
-         force: bool = False):
+def save(manager: ocp.CheckpointManager, step: int, state, run_info: dict | None = None):
   """Saves `state` as checkpoint `step` (asynchronously if the manager is), with `run_info` in its
   metadata.
 
@@ -180,8 +179,7 @@ def save(manager: ocp.CheckpointManager, step: int, state, run_info: dict | None
                     f'not saved. The latest checkpoint in {manager.directory} is '
                     f'{manager.latest_step()}')
   try:
-    manager.save(step, args=ocp.args.StandardSave(state), custom_metadata=run_info or {},
-                 force=force)
+    manager.save(step, args=ocp.args.StandardSave(state), custom_metadata=run_info or {})
   except Exception as e:  # pylint: disable=broad-except  (TensorStore raises ValueError & co)
     raise _write_error(manager, e) from None
 

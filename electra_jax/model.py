@@ -383,7 +383,7 @@ class Transformer(nn.Module):
   """Projection of the (shared) embeddings to this model's width, then the layer stack.
 
   `scan_layers`: the stack is one nn.scan, its params stacked under `layers/layer` with a leading
-  layer axis (see `stack_layers` / `unstack_layers`); otherwise `layer_0` .. `layer_{L-1}`.
+  layer axis (see `stack_layers`); otherwise `layer_0` .. `layer_{L-1}`.
   `model.remat` recomputes each layer's activations in the backward pass (same params, same result).
   """
   config: ml_collections.ConfigDict
@@ -433,19 +433,6 @@ def stack_layers(params):
     rest = {k: v for k, v in params.items() if not k.startswith('layer_')}
     return {**rest, 'layers': {'layer': jax.tree.map(lambda *xs: jnp.stack(xs), *layers)}}
   return {k: stack_layers(v) for k, v in params.items()}
-
-
-def unstack_layers(params):
-  """The scan layout (layers/layer with a leading layer axis) -> layer_0 .. layer_{L-1}."""
-  if not isinstance(params, dict):
-    return params
-  if 'layers' in params and isinstance(params['layers'], dict) and 'layer' in params['layers']:
-    stacked = params['layers']['layer']
-    count = jax.tree.leaves(stacked)[0].shape[0]
-    rest = {k: v for k, v in params.items() if k != 'layers'}
-    return {**rest, **{f'layer_{i}': jax.tree.map(lambda x, i=i: x[i], stacked)
-                       for i in range(count)}}
-  return {k: unstack_layers(v) for k, v in params.items()}
 
 
 class GeneratorHead(nn.Module):

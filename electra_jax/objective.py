@@ -238,7 +238,7 @@ def electra_loss(model, params, batch, rng, objective_config, special: SpecialId
   # 3-4. Sample replacements and build the discriminator's input.
   sampled = sample_replacements(sample_rng, mlm_logits, o.temperature,
                                 masked.masked_lm_ids if o.disallow_correct else None,
-                                method=o.get('sampler', 'inverse_cdf'))
+                                method=o.sampler)
   corrupted, labels = corrupt_inputs(ids, masked, sampled)
 
   # 5. Discriminator over every real token.

@@ -25,7 +25,7 @@ from electra_jax.errors import UserError
 MESH_AXES = ('data', 'fsdp', 'tensor')
 BATCH_AXES = ('data', 'fsdp')
 # Module names of model.TransformerLayer whose kernels split on the output dim / the input dim.
-TENSOR_OUTPUT_SPLIT = ('query', 'key', 'value', 'qkv', 'intermediate')
+TENSOR_OUTPUT_SPLIT = ('query', 'key', 'value', 'intermediate')
 TENSOR_INPUT_SPLIT = ('attention_output', 'output')
 VOCAB_SPLIT = ('word_embeddings',)
 

@@ -209,7 +209,7 @@ def make_steps(config, mesh, special, max_predictions) -> Steps:
   step_kwargs = dict(model=model, objective_config=config.objective, special=special,
                      max_predictions=max_predictions)
   batch_shard = sharding.batch_sharding(mesh)
-  p_train_step = jax.jit(
+  train_step_fn = jax.jit(
       functools.partial(train_step, tx=tx, learning_rate_fn=learning_rate_fn,
                         grad_accum_steps=config.grad_accum_steps,
                         max_nonfinite_in_a_row=nonfinite_limit(config), **step_kwargs),
@@ -218,7 +218,7 @@ def make_steps(config, mesh, special, max_predictions) -> Steps:
   p_eval_step = jax.jit(functools.partial(eval_step, **step_kwargs),
                         in_shardings=(state_sharding.params, batch_shard, repl),
                         out_shardings=repl)
-  return Steps(init=jax.jit(create, out_shardings=state_sharding), train=p_train_step,
+  return Steps(init=jax.jit(create, out_shardings=state_sharding), train=train_step_fn,
                eval=p_eval_step, tx=tx, state_sharding=state_sharding,
                abstract_state=abstract_state, batch_sharding=batch_shard, replicated=repl)
 
@@ -418,7 +418,6 @@ def _train_and_evaluate(config, workdir: str, mesh) -> dict:
   else:  # every process must see the same shards: build them beforehand (mode=build_data).
     data_dir = config.data.data_dir or os.path.join(workdir, 'data')
   meta = build_data.load_meta(data_dir)
-  meta.setdefault('data_dir', data_dir)
   check_data(config, meta)
   info = run_info(config, meta)
   special = objective.SpecialIds(meta['pad_id'], meta['cls_id'], meta['sep_id'], meta['mask_id'])

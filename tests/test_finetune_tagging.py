@@ -91,3 +91,9 @@ def test_tagging_head_has_no_dropout_as_the_original():
     hidden = state['intermediates']['discriminator']['__call__'][0]
     direct = hidden @ params['tagger']['kernel'] + params['tagger']['bias']
     assert np.allclose(out['logits'], direct, atol=1e-5) == (not dropout)
+
+
+def test_default_sequence_lengths_are_the_original_s():
+  # configure_finetuning.py: QA tasks 512, chunk 256, everything else (NER is ours) 128.
+  assert [loop.default_max_seq_length(t) for t in ('chunk', 'ner', 'squad2', 'mrqa_toy', 'mnli')] \
+      == [256, 128, 512, 512, 128]

@@ -248,7 +248,7 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
                                jax.device_put(train_lib.new_nonfinite_record(), repl))
   batch_shard = sharding.batch_sharding(mesh)
   limit = train_lib.nonfinite_limit(config)
-  p_train_step = jax.jit(
+  train_step_fn = jax.jit(
       functools.partial(train_step, model=model, tx=tx, learning_rate_fn=learning_rate_fn,
                         answerable_weight=config.qa.answerable_weight,
                         loss_reduction=config.loss_reduction, max_nonfinite_in_a_row=limit),
@@ -280,7 +280,7 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
   try:
     for step in range(start_step, num_train_steps):
       batch = train_batch(task.train, step, batch_size, seed)
-      state, metrics = p_train_step(state, sharding.global_batch(mesh, _process_slice(batch)),
+      state, metrics = train_step_fn(state, sharding.global_batch(mesh, _process_slice(batch)),
                                     dropout_rng)
       done = step + 1
       last = done == num_train_steps
@@ -410,9 +410,17 @@ def run(config, workdir: str) -> dict:
     return _run(config, workdir, mesh)
 
 
+def default_max_seq_length(task: str) -> int:
+  """The original's per-task default (configure_finetuning.py): QA 512, chunking 256, else 128."""
+  task = task.lower()
+  if task.startswith(('squad', 'mrqa')):
+    return 512
+  return 256 if task == 'chunk' else 128
+
+
 def _run(config, workdir: str, mesh) -> dict:
   if not config.max_seq_length:
-    config.max_seq_length = 512 if config.task.lower().startswith(('squad', 'mrqa')) else 128
+    config.max_seq_length = default_max_seq_length(config.task)
   model_config, body, vocab_path, do_lower_case = load_init_checkpoint(config)
   tokenizer = tokenization.load_tokenizer(vocab_path, do_lower_case)
   if tokenizer.vocab_size != model_config.vocab_size:
