@@ -288,9 +288,13 @@ def main(argv):
     c.eval_every_steps = steps[arm][0]
     c.keep_checkpoints = round(1 / unit)  # every multiple of the smallest budget is saved
     run_dir = os.path.join(workdir, arm)
-    t = time.time()
-    train.train_and_evaluate(c, run_dir)
-    print(f'{arm}: pre-trained {c.num_train_steps} steps in {time.time() - t:.0f} s', flush=True)
+    if all(os.path.exists(os.path.join(run_dir, f'export_{step}', 'config.json'))
+           for step in steps[arm]):  # pre-trained and exported already (then only fine-tuning)
+      print(f'{arm}: reusing the exports in {run_dir}', flush=True)
+    else:
+      t = time.time()
+      train.train_and_evaluate(c, run_dir)
+      print(f'{arm}: pre-trained {c.num_train_steps} steps in {time.time() - t:.0f} s', flush=True)
     for budget, step in zip(budgets, steps[arm]):
       export_dir = os.path.join(run_dir, f'export_{step}')
       export_at(run_dir, step, c, export_dir)
