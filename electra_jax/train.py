@@ -215,11 +215,11 @@ def make_steps(config, mesh, special, max_predictions) -> Steps:
                         max_nonfinite_in_a_row=nonfinite_limit(config), **step_kwargs),
       in_shardings=(state_sharding, batch_shard, repl), out_shardings=(state_sharding, repl),
       donate_argnums=(0,))
-  p_eval_step = jax.jit(functools.partial(eval_step, **step_kwargs),
-                        in_shardings=(state_sharding.params, batch_shard, repl),
-                        out_shardings=repl)
+  eval_step_fn = jax.jit(functools.partial(eval_step, **step_kwargs),
+                         in_shardings=(state_sharding.params, batch_shard, repl),
+                         out_shardings=repl)
   return Steps(init=jax.jit(create, out_shardings=state_sharding), train=train_step_fn,
-               eval=p_eval_step, tx=tx, state_sharding=state_sharding,
+               eval=eval_step_fn, tx=tx, state_sharding=state_sharding,
                abstract_state=abstract_state, batch_sharding=batch_shard, replicated=repl)
 
 

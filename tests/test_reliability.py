@@ -257,7 +257,6 @@ def test_finetune_resume_skips_a_damaged_checkpoint(tmp_path, capsys):
 
 DISK_FULL_CONFIG = '''
 import errno
-import os
 import sys
 sys.path.insert(0, {tests!r})
 from conftest import tiny_config

@@ -281,7 +281,7 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
     for step in range(start_step, num_train_steps):
       batch = train_batch(task.train, step, batch_size, seed)
       state, metrics = train_step_fn(state, sharding.global_batch(mesh, _process_slice(batch)),
-                                    dropout_rng)
+                                     dropout_rng)
       done = step + 1
       last = done == num_train_steps
       stopping = not last and stop.requested(done)
