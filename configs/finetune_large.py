@@ -7,17 +7,11 @@ layer-wise decay 0.9); everything else (tasks, data, outputs) as there.
 Expected (the original's released Large, GLUE dev, reference): CoLA 69.1 SST 96.9 MRPC 90.8 STS 92.6
 QQP 92.4 MNLI 90.9 QNLI 95.0 RTE 88.0; SQuAD 2.0 dev EM 88.1. Not measured here (no GPU/TPU, no data).
 """
-import importlib.util
-import os
+from configs import finetune
 
 
 def get_config():
-  spec = importlib.util.spec_from_file_location(
-      'finetune_base_config', os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                           'finetune.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config()
+  c = finetune.get_config()
   c.optim.learning_rate = 5e-5
   c.layerwise_lr_decay = 0.9
   return c

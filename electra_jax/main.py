@@ -6,7 +6,7 @@ r"""Command line entry point: a thin layer over the Python API.
   python -m electra_jax.main --mode=build_data --config=configs/small.py --workdir=DIR
   python -m electra_jax.main --mode=compile --config=configs/base.py --config.compile_topology=v5e-16
 
-Fine-tuning (configs/finetune.py; the config's `task` key selects it, or --mode=finetune):
+Fine-tuning (configs/finetune.py: a config with a `task` key runs --mode=finetune by default):
   python -m electra_jax.main --config=configs/finetune.py --config.task=mnli \
       --config.init_checkpoint=PRETRAIN_WORKDIR --config.data_dir=GLUE_DIR --workdir=DIR
 
@@ -38,13 +38,23 @@ from electra_jax.errors import UserError  # pylint: disable=g-import-not-at-top,
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a configs/*.py file.',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where data, checkpoints and logs go.')
-_MODE = flags.DEFINE_enum('mode', 'train',
-                          ['train', 'build_data', 'finetune', 'score', 'zeroshot', 'compile'],
-                          'What to run.')
+PRETRAINING_MODES = ('train', 'build_data', 'compile')
+FINETUNING_MODES = ('finetune', 'score', 'zeroshot')
+_MODE = flags.DEFINE_enum('mode', None, PRETRAINING_MODES + FINETUNING_MODES,
+                          'What to run. Default: finetune for a fine-tuning config (one with a '
+                          '`task` key, configs/finetune.py), train for any other.')
 
 
-def run(mode: str, config, workdir: str):
-  """Dispatch, importable from a notebook too."""
+def run(mode, config, workdir: str):
+  """Dispatch, importable from a notebook too. `mode` None: the config's kind decides."""
+  fine_tuning = 'task' in config  # configs/finetune.py
+  mode = mode or ('finetune' if fine_tuning else 'train')
+  if fine_tuning != (mode in FINETUNING_MODES):
+    raise UserError(
+        f'--mode={mode} needs a fine-tuning config (configs/finetune.py); this one pre-trains'
+        if not fine_tuning else
+        f'--mode={mode} needs a pre-training config; this one fine-tunes (it has `task`): use '
+        '--mode=finetune, score or zeroshot, or leave --mode out')
   if mode == 'build_data':
     from electra_jax import build_data  # pylint: disable=g-import-not-at-top
     return build_data.build_pretraining_data(config, workdir)
@@ -54,7 +64,7 @@ def run(mode: str, config, workdir: str):
   if mode in ('score', 'zeroshot'):  # the discriminator as a tool (configs/finetune.py's keys)
     from electra_jax import score  # pylint: disable=g-import-not-at-top
     return (score.run_score if mode == 'score' else score.run_zeroshot)(config, workdir)
-  if mode == 'finetune' or 'task' in config:  # configs/finetune.py
+  if mode == 'finetune':
     from electra_jax.finetune import loop  # pylint: disable=g-import-not-at-top
     return loop.run(config, workdir)
   from electra_jax import train  # pylint: disable=g-import-not-at-top

@@ -193,7 +193,7 @@ def test_finetune_learns_fixture_task_two_seeds(pretrained_workdir, tmp_path):
   config = finetune_config(task='sst', init_checkpoint=pretrained_workdir, num_trials=2,
                            num_train_epochs=8.0, **{'optim.learning_rate': 2e-3})
   workdir = str(tmp_path / 'ft')
-  results = main_lib.run('train', config, workdir)  # the `task` key dispatches to fine-tuning
+  results = main_lib.run(None, config, workdir)  # no mode: the `task` key selects fine-tuning
   dev_labels = [int(r[1]) for r in list(csv.reader(
       open(os.path.join(FIXTURES, 'SST-2', 'dev.tsv')), delimiter='\t'))[1:]]
   majority = 100 * max(np.mean(dev_labels), 1 - np.mean(dev_labels))

@@ -445,6 +445,9 @@ PRETRAIN_CASES = {
                                        True),
     'resume_another_model': (_set(model__intermediate_size=48),
                              'can be restored (step 6: it is of another model: ', True),
+    'train_mode_with_a_finetuning_config': (
+        lambda c, t, x: setattr(c, 'task', 'sst'),
+        '--mode=train needs a pre-training config; this one fine-tunes (it has `task`)', True),
 }
 
 
@@ -495,6 +498,8 @@ FINETUNE_CASES = {
     'ft_log_interval_zero': (_set(task='sst', log_every_steps=0), 'log_every_steps must be at'),
     'ft_init_checkpoint_missing': (_set(task='sst', init_checkpoint='/nonexistent/weights'),
                                    '/nonexistent/weights does not exist'),
+    'ft_mode_with_a_pretraining_config': (lambda c, t, x: c.__delitem__('task'),
+                                          '--mode=finetune needs a fine-tuning config'),
 }
 
 

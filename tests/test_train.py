@@ -240,11 +240,8 @@ def test_sigterm_saves_its_step_and_a_second_run_is_refused(data_dir, tmp_path, 
 
 
 def load_demo_config():
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location('demo', os.path.join(ROOT, 'configs', 'demo.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  from configs import demo  # pylint: disable=g-import-not-at-top
+  return demo.get_config()
 
 
 def test_demo_config_end_to_end(tmp_path):
