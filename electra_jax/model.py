@@ -16,7 +16,7 @@ discriminator drops in by dictionary lookup.
 """
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -534,6 +534,38 @@ class ElectraPretrainer(nn.Module):
     return (self.generator_logits(input_ids, input_mask, segment_ids, masked_positions,
                                   deterministic),
             self.discriminator_logits(input_ids, input_mask, segment_ids, deterministic))
+
+
+class Networks(NamedTuple):
+  """The pre-training model as objective.electra_loss calls it: its two halves as functions of the
+  parameters (in the layout `apply_params` gives), and what else the objective needs of the model.
+
+  generator(params, masked_ids, input_mask, segment_ids, masked_positions, dropout_rng, *,
+            deterministic) -> masked-LM logits [B, P, V] (float32)
+  discriminator(params, input_ids, input_mask, segment_ids, dropout_rng, *, deterministic)
+      -> replaced-token logits [B, T] (float32)
+  """
+  generator: Callable
+  discriminator: Callable
+  vocab_size: int  # V, the width of the uniform generator's logits (objective.uniform_generator)
+  stock_kernels: bool  # model.kernels resolved to 'stock': optax's cross-entropy for the MLM loss
+
+
+def networks(model: ElectraPretrainer) -> Networks:
+  """`model`'s generator_logits and discriminator_logits as `Networks`."""
+  def generator(params, masked_ids, input_mask, segment_ids, masked_positions, dropout_rng, *,
+                deterministic):
+    return model.apply({'params': params}, masked_ids, input_mask, segment_ids, masked_positions,
+                       method=ElectraPretrainer.generator_logits, rngs={'dropout': dropout_rng},
+                       deterministic=deterministic)
+
+  def discriminator(params, input_ids, input_mask, segment_ids, dropout_rng, *, deterministic):
+    return model.apply({'params': params}, input_ids, input_mask, segment_ids,
+                       method=ElectraPretrainer.discriminator_logits,
+                       rngs={'dropout': dropout_rng}, deterministic=deterministic)
+
+  return Networks(generator, discriminator, model.model_config.vocab_size,
+                  resolve_kernels(model.model_config) == 'stock')
 
 
 def generator_embeddings_config(model_config):

@@ -11,8 +11,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from electra_jax import model as model_lib
-
 
 class SpecialIds(NamedTuple):
   pad_id: int
@@ -198,12 +196,13 @@ def binary_auc(labels, scores, weights):
   return jnp.where((n_pos > 0) & (n_neg > 0), wins / jnp.maximum(n_pos * n_neg, 1), 0.5)
 
 
-def electra_loss(model, params, batch, rng, objective_config, special: SpecialIds,
+def electra_loss(networks, params, batch, rng, objective_config, special: SpecialIds,
                  max_predictions: int, deterministic: bool = False):
   """The pre-training loss of one batch and everything the metrics need.
 
-  `model` is a `model.ElectraPretrainer`. Returns (loss, aux) with aux a dict of per-batch arrays
-  (see `pretraining_metrics`).
+  `networks`: the generator and discriminator as functions of `params` (`model.networks` of an
+  ElectraPretrainer). Returns (loss, aux) with aux a dict of per-batch arrays (see
+  `pretraining_metrics`).
   """
   o = objective_config
   mask_rng, gen_rng, sample_rng, disc_rng = jax.random.split(rng, 4)
@@ -214,15 +213,12 @@ def electra_loss(model, params, batch, rng, objective_config, special: SpecialId
 
   # 2. Generator: masked-LM logits at the masked positions only.
   if o.uniform_generator:
-    vocab_size = model.model_config.vocab_size
-    mlm_logits = jnp.zeros(masked.masked_lm_ids.shape + (vocab_size,), jnp.float32)
+    mlm_logits = jnp.zeros(masked.masked_lm_ids.shape + (networks.vocab_size,), jnp.float32)
   else:
-    mlm_logits = model.apply({'params': params}, masked.masked_ids, input_mask, segment_ids,
-                            masked.masked_positions, method='generator_logits',
-                            rngs={'dropout': gen_rng}, deterministic=deterministic)
-  stock = model_lib.resolve_kernels(model.model_config) == 'stock'
+    mlm_logits = networks.generator(params, masked.masked_ids, input_mask, segment_ids,
+                                    masked.masked_positions, gen_rng, deterministic=deterministic)
   mlm_loss, mlm_per_slot = masked_lm_loss(mlm_logits, masked.masked_lm_ids,
-                                          masked.masked_lm_weights, stock)
+                                          masked.masked_lm_weights, networks.stock_kernels)
   # Correct = the target has the largest logit: argmax == target without an argmax over [B, P, V],
   # whose (value, index) reduction XLA's CPU backend runs 25x slower than a max (38 vs 1.5 ms at
   # ELECTRA-Small batch 32). Exact ties (a tie counts as correct) only happen for constant logits:
@@ -242,9 +238,8 @@ def electra_loss(model, params, batch, rng, objective_config, special: SpecialId
   corrupted, labels = corrupt_inputs(ids, masked, sampled)
 
   # 5. Discriminator over every real token.
-  disc_logits = model.apply({'params': params}, corrupted, input_mask, segment_ids,
-                            method='discriminator_logits', rngs={'dropout': disc_rng},
-                            deterministic=deterministic)
+  disc_logits = networks.discriminator(params, corrupted, input_mask, segment_ids, disc_rng,
+                                       deterministic=deterministic)
   disc_loss, disc_per_token = discriminator_loss(disc_logits, labels, input_mask)
 
   # 6. Gradient reaches the generator only through mlm_loss: `sampled` is stop_gradient'ed.

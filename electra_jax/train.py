@@ -96,7 +96,8 @@ def train_step(state: TrainState, batch, rng, *, model, tx, learning_rate_fn, ob
   step_rng = jax.random.fold_in(rng, state.step)
   if grad_accum_steps == 1:
     def loss_fn(params):
-      return objective.electra_loss(model, model_lib.apply_params(model, params), batch, step_rng,
+      return objective.electra_loss(model_lib.networks(model),
+                                    model_lib.apply_params(model, params), batch, step_rng,
                                     objective_config, special, max_predictions,
                                     deterministic=False)
 
@@ -144,8 +145,9 @@ def _accumulated_gradients(params, batch, step_rng, num_micro, *, model, objecti
       batch)
 
   def micro_loss(p, micro, micro_rng):
-    _, aux = objective.electra_loss(model, model_lib.apply_params(model, p), micro, micro_rng, o,
-                                    special, max_predictions, deterministic=False)
+    _, aux = objective.electra_loss(model_lib.networks(model), model_lib.apply_params(model, p),
+                                    micro, micro_rng, o, special, max_predictions,
+                                    deterministic=False)
     loss = o.gen_weight * jnp.sum(aux['mlm_per_slot'] * aux['mlm_weights']) / mlm_count
     if 'disc_per_token' in aux:
       loss += o.disc_weight * jnp.sum(aux['disc_per_token'] * aux['disc_weights']) / disc_count
@@ -168,8 +170,9 @@ def _accumulated_gradients(params, batch, step_rng, num_micro, *, model, objecti
 
 def eval_step(params, batch, rng, *, model, objective_config, special, max_predictions):
   """Metric sums of one held-out batch (no dropout; fixed masking/sampling rng per batch)."""
-  _, aux = objective.electra_loss(model, model_lib.apply_params(model, params), batch, rng,
-                                  objective_config, special, max_predictions, deterministic=True)
+  _, aux = objective.electra_loss(model_lib.networks(model), model_lib.apply_params(model, params),
+                                  batch, rng, objective_config, special, max_predictions,
+                                  deterministic=True)
   sums = objective.pretraining_metrics(aux)
   auc_inputs = {k: aux[k] for k in ('disc_labels', 'disc_probs', 'disc_weights') if k in aux}
   return sums, auc_inputs

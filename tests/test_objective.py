@@ -217,8 +217,8 @@ def _loss(config, model, params, batch, **objective_overrides):
   o = config.objective.copy_and_resolve_references()
   for k, v in objective_overrides.items():
     o[k] = v
-  return objective.electra_loss(model, params, batch, jax.random.key(5), o, SPECIAL, 3,
-                                deterministic=True)
+  return objective.electra_loss(model_lib.networks(model), params, batch, jax.random.key(5), o,
+                                SPECIAL, 3, deterministic=True)
 
 
 def test_total_loss_is_gen_plus_50_disc(tiny_model):
