@@ -5,7 +5,7 @@ One pre-training step reads top to bottom in `electra_loss`:
   gradient) -> corrupt_inputs / labels -> discriminator loss over real tokens ->
   loss = gen_weight * mlm + disc_weight * disc.
 """
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -60,14 +60,16 @@ def mask_tokens(rng, input_ids, input_mask, special: SpecialIds, mask_prob: floa
                       used.astype(jnp.float32))
 
 
-def masked_lm_loss(logits, masked_lm_ids, weights, stock: bool = False):
+def masked_lm_loss(logits, masked_lm_ids, weights, stock: bool = False, count=None):
   """Cross-entropy averaged over the used masked slots. Returns (loss, per-slot losses).
 
-  `stock` (model.kernels 'stock'): optax's cross-entropy instead of the custom-VJP one below."""
+  `stock` (model.kernels 'stock'): optax's cross-entropy instead of the custom-VJP one below.
+  `count`: the number of slots to average over; default the used slots here, sum(weights)."""
   cross_entropy = (optax.softmax_cross_entropy_with_integer_labels if stock
                    else softmax_cross_entropy)
   per_slot = cross_entropy(logits.astype(jnp.float32), masked_lm_ids)
-  return jnp.sum(per_slot * weights) / (jnp.sum(weights) + 1e-6), per_slot
+  count = jnp.sum(weights) if count is None else count
+  return jnp.sum(per_slot * weights) / (count + 1e-6), per_slot
 
 
 @jax.custom_vjp
@@ -168,14 +170,16 @@ def corrupt_inputs(input_ids, masked: MaskedInputs, sampled_ids):
   return corrupted, (corrupted != input_ids).astype(jnp.int32)
 
 
-def discriminator_loss(logits, labels, input_mask):
-  """Sigmoid cross-entropy over every real token, averaged over the batch's real tokens."""
+def discriminator_loss(logits, labels, input_mask, count=None):
+  """Sigmoid cross-entropy over every real token, averaged over the batch's real tokens (or over
+  `count` tokens)."""
   weights = input_mask.astype(jnp.float32)
   labels = labels.astype(jnp.float32)
   logits = logits.astype(jnp.float32)
   # log(1 + e^x) - x*y, the stable form of sigmoid cross-entropy.
   per_token = jnp.maximum(logits, 0) - logits * labels + jnp.log1p(jnp.exp(-jnp.abs(logits)))
-  return jnp.sum(per_token * weights) / (jnp.sum(weights) + 1e-6), per_token
+  count = jnp.sum(weights) if count is None else count
+  return jnp.sum(per_token * weights) / (count + 1e-6), per_token
 
 
 def binary_auc(labels, scores, weights):
@@ -196,15 +200,34 @@ def binary_auc(labels, scores, weights):
   return jnp.where((n_pos > 0) & (n_neg > 0), wins / jnp.maximum(n_pos * n_neg, 1), 0.5)
 
 
+class LossCounts(NamedTuple):
+  """What the two losses are averaged over."""
+  masked_slots: jax.Array  # used masked slots (the MLM loss)
+  real_tokens: jax.Array  # real tokens (the discriminator loss)
+
+
+def loss_counts(batch, special: SpecialIds, mask_prob: float, max_predictions: int) -> LossCounts:
+  """The counts of `batch`, known before any model call: the number of slots `mask_tokens` uses in
+  a sequence depends on its tokens only, not on the random draw (so any key gives it)."""
+  masked = mask_tokens(jax.random.key(0), batch['input_ids'], batch['input_mask'], special,
+                       mask_prob, max_predictions)
+  return LossCounts(jnp.sum(masked.masked_lm_weights),
+                    jnp.sum(batch['input_mask'].astype(jnp.float32)))
+
+
 def electra_loss(networks, params, batch, rng, objective_config, special: SpecialIds,
-                 max_predictions: int, deterministic: bool = False):
+                 max_predictions: int, deterministic: bool = False,
+                 counts: Optional[LossCounts] = None):
   """The pre-training loss of one batch and everything the metrics need.
 
   `networks`: the generator and discriminator as functions of `params` (`model.networks` of an
-  ElectraPretrainer). Returns (loss, aux) with aux a dict of per-batch arrays (see
-  `pretraining_metrics`).
+  ElectraPretrainer). `counts`: what the two losses are averaged over, by default this batch's own
+  (`loss_counts(batch)`); a microbatch of gradient accumulation gets the whole batch's, so that the
+  microbatches' losses add up to the whole batch's. Returns (loss, aux) with aux a dict of
+  per-batch arrays (see `pretraining_metrics`).
   """
   o = objective_config
+  mlm_count, disc_count = (None, None) if counts is None else counts
   mask_rng, gen_rng, sample_rng, disc_rng = jax.random.split(rng, 4)
   ids, input_mask, segment_ids = batch['input_ids'], batch['input_mask'], batch['segment_ids']
 
@@ -218,7 +241,8 @@ def electra_loss(networks, params, batch, rng, objective_config, special: Specia
     mlm_logits = networks.generator(params, masked.masked_ids, input_mask, segment_ids,
                                     masked.masked_positions, gen_rng, deterministic=deterministic)
   mlm_loss, mlm_per_slot = masked_lm_loss(mlm_logits, masked.masked_lm_ids,
-                                          masked.masked_lm_weights, networks.stock_kernels)
+                                          masked.masked_lm_weights, networks.stock_kernels,
+                                          mlm_count)
   # Correct = the target has the largest logit: argmax == target without an argmax over [B, P, V],
   # whose (value, index) reduction XLA's CPU backend runs 25x slower than a max (38 vs 1.5 ms at
   # ELECTRA-Small batch 32). Exact ties (a tie counts as correct) only happen for constant logits:
@@ -240,7 +264,8 @@ def electra_loss(networks, params, batch, rng, objective_config, special: Specia
   # 5. Discriminator over every real token.
   disc_logits = networks.discriminator(params, corrupted, input_mask, segment_ids, disc_rng,
                                        deterministic=deterministic)
-  disc_loss, disc_per_token = discriminator_loss(disc_logits, labels, input_mask)
+  disc_loss, disc_per_token = discriminator_loss(disc_logits, labels, input_mask,
+                                                 disc_count)
 
   # 6. Gradient reaches the generator only through mlm_loss: `sampled` is stop_gradient'ed.
   loss = loss + o.disc_weight * disc_loss
