@@ -79,7 +79,7 @@ def softmax_cross_entropy(logits, labels):
   Same values and gradient as -take_along_axis(log_softmax(logits), labels), with a hand-written
   backward pass, softmax(logits) - one_hot(labels), in one elementwise pass over [B, P, V]: autodiff
   of the gather builds a zero [B, P, V] array and scatters into it, and keeps log_softmax in memory
-  (the whole ELECTRA-Small batch-32 step on 2 CPU cores: 1.009x faster).
+  (a small gain for the whole step on CPU, measured in benchmarks/README.md).
   """
   return _softmax_cross_entropy_fwd(logits, labels)[0]
 
@@ -109,9 +109,9 @@ def sample_replacements(rng, logits, temperature: float = 1.0, disallow_ids=None
   as the original does. `method`:
     'gumbel'       the original's way: argmax(logits + Gumbel noise), one random draw, a hash and
                    two logs per vocabulary entry;
-    'inverse_cdf'  the same distribution from ONE uniform per slot (`_inverse_cdf_sample`).
-  Measured on 2 CPU cores for [32, 19, 30522] (ELECTRA-Small, batch 32; benchmarks/step_breakdown.py):
-  gumbel 206 ms, inverse_cdf 8 ms.
+    'inverse_cdf'  the same distribution from ONE uniform per slot (`_inverse_cdf_sample`), the
+                   default: far cheaper on CPU than a Gumbel draw per vocabulary entry (measured
+                   in benchmarks/README.md).
   """
   logits = jax.lax.stop_gradient(logits).astype(jnp.float32) / temperature
   if disallow_ids is not None:
@@ -244,8 +244,8 @@ def electra_loss(networks, params, batch, rng, objective_config, special: Specia
                                           masked.masked_lm_weights, networks.stock_kernels,
                                           mlm_count)
   # Correct = the target has the largest logit: argmax == target without an argmax over [B, P, V],
-  # whose (value, index) reduction XLA's CPU backend runs 25x slower than a max (38 vs 1.5 ms at
-  # ELECTRA-Small batch 32). Exact ties (a tie counts as correct) only happen for constant logits:
+  # whose (value, index) reduction XLA's CPU backend runs far slower than a max (measured in
+  # benchmarks/README.md). Exact ties (a tie counts as correct) only happen for constant logits:
   # the uniform generator predicts nothing, so it gets accuracy 0.
   target_logit = jnp.take_along_axis(mlm_logits, masked.masked_lm_ids[..., None], axis=-1)[..., 0]
   mlm_correct = (target_logit >= jnp.max(mlm_logits, axis=-1)) & (not o.uniform_generator)
