@@ -106,8 +106,8 @@ def main(argv):
   held_out = list(input_pipeline.eval_batches(config, meta))[:_BATCHES.value]
 
   def aux_of(params, batch, rng):
-    return objective.electra_loss(model, model_lib.apply_params(model, params), batch, rng, o,
-                                  special, max_predictions, deterministic=True)[1]
+    return objective.electra_loss(model_lib.networks(model), model_lib.apply_params(model, params),
+                                  batch, rng, o, special, max_predictions, deterministic=True)[1]
 
   @jax.jit
   def measure(params, batch, rng):

@@ -97,7 +97,8 @@ def get_default_config() -> ml_collections.ConfigDict:
   c.objective.disc_weight = 50.0
   c.objective.temperature = 1.0
   # How replacements are drawn: 'inverse_cdf' (one uniform per masked slot) or 'gumbel' (the
-  # original's Gumbel-max). Same distribution; inverse_cdf is 25x cheaper (objective.sample_replacements).
+  # original's Gumbel-max). Same distribution; inverse_cdf is far cheaper on CPU (measured in
+  # benchmarks/README.md; objective.sample_replacements).
   c.objective.sampler = 'inverse_cdf'
   c.objective.disallow_correct = False
   c.objective.uniform_generator = False

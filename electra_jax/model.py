@@ -16,7 +16,7 @@ discriminator drops in by dictionary lookup.
 """
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -180,9 +180,8 @@ def dropout(module: nn.Module, x, rate: float, deterministic: bool, stock: bool 
   two 32-bit output words, each split into two 16-bit draws; an element is kept when its draw
   >= round(rate * 2^16), so the drop probability is rate to within 2^-17 (0.1 -> 0.100006).
   The hash is `threefry2x32` below (unrolled, so XLA fuses it with the mask into one pass; jax's
-  own threefry lowers to a loop on CPU). Measured (benchmarks/step_breakdown.py, ELECTRA-Small
-  batch 32, 2 CPU cores): the step's 74 masks (64M elements) take 0.157 s drawn as nn.Dropout
-  draws them, 0.043 s drawn here.
+  own threefry lowers to a loop on CPU). A quarter of the hashes in one fused pass: the step's masks
+  cost a fraction of nn.Dropout's on CPU (measured in benchmarks/README.md).
   """
   if deterministic or rate == 0.0:
     return x
@@ -224,8 +223,8 @@ def threefry2x32(key, x0, x1):
 def gelu(x):
   """Exact GELU, x * Phi(x), as 0.5 x (1 + erf(x / sqrt(2))): the formula of ELECTRA/BERT's TF code
   (tf.math.erf) and of HF's 'gelu'. jax.nn.gelu(approximate=False) is the same function computed
-  through erfc, which XLA's CPU backend expands into branches and an exp: measured 2x slower
-  (benchmarks/step_breakdown.py: 1.8 vs 0.9 ms for [32, 128, 1024] on 2 CPU cores).
+  through erfc, which XLA's CPU backend expands into branches and an exp, so it is slower there
+  (measured in benchmarks/README.md).
   Its gradient (below) recomputes erf from x instead of keeping erf's output from the forward pass:
   one [tokens, FFN width] array less to write and read back per layer."""
   return x * _normal_cdf(x)
@@ -250,8 +249,9 @@ gelu.defvjp(_gelu_fwd, _gelu_bwd)
 class LayerNorm(nn.Module):
   """nn.LayerNorm (same parameters, same float32 statistics) with a hand-written backward pass:
   dx = rstd (g - mean(g) - x_hat mean(g x_hat)) with g = dy scale, from the x_hat and rstd the forward
-  pass keeps, instead of autodiff through the mean and variance. Together with `gelu`'s gradient and
-  the additive attention mask: ELECTRA-Small step 1.029x (2 CPU cores, 16 alternating rounds)."""
+  pass keeps, instead of autodiff through the mean and variance: fewer passes over the activations,
+  a faster step on CPU together with `gelu`'s gradient and the additive attention mask (measured in
+  benchmarks/README.md)."""
   epsilon: float = 1e-12
   dtype: Any = jnp.float32
 
@@ -341,8 +341,8 @@ class TransformerLayer(nn.Module):
       q = q * jnp.asarray(1.0 / head_dim**0.5, dtype)
       mask, scores, mix = attention_mask, 'bqhd,bkhd->bhqk', 'bhqk,bkhd->bqhd'
       if cpu and s.num_heads == 1:  # (ELECTRA-Small's generator) without the extent-1 head
-        # axis, on which XLA:CPU's YNNPACK fusions ran the softmax gradient ~4x slower per
-        # element: step 1.025x.
+        # axis, which XLA:CPU's YNNPACK fusions treat as a broadcast: the softmax gradient ran
+        # much slower per element with it (measured in benchmarks/README.md).
         q, k, v, mask = q[:, :, 0], k[:, :, 0], v[:, :, 0], attention_mask[:, 0]
         scores, mix = 'bqd,bkd->bqk', 'bqk,bkd->bqd'
       logits = jnp.einsum(scores, q, k)
@@ -396,7 +396,7 @@ class Transformer(nn.Module):
     c = self.config
     # The layers see [B x T, width]: a weight gradient is then x^T dy over one contracting dim,
     # which XLA's CPU backend computes in place; contracting [B, T] it first copied x or dy
-    # transposed, 233 copies per ELECTRA-Small step (batch 32 on 2 cores: 1.39 -> 1.14 s/step).
+    # transposed before each such matmul (the step's time before and after: benchmarks/README.md).
     batch, seq_len = input_mask.shape
     x = embedded.reshape(batch * seq_len, embedded.shape[-1])
     if x.shape[-1] != self.size.hidden_size:  # the original's embeddings_project
@@ -534,6 +534,38 @@ class ElectraPretrainer(nn.Module):
     return (self.generator_logits(input_ids, input_mask, segment_ids, masked_positions,
                                   deterministic),
             self.discriminator_logits(input_ids, input_mask, segment_ids, deterministic))
+
+
+class Networks(NamedTuple):
+  """The pre-training model as objective.electra_loss calls it: its two halves as functions of the
+  parameters (in the layout `apply_params` gives), and what else the objective needs of the model.
+
+  generator(params, masked_ids, input_mask, segment_ids, masked_positions, dropout_rng, *,
+            deterministic) -> masked-LM logits [B, P, V] (float32)
+  discriminator(params, input_ids, input_mask, segment_ids, dropout_rng, *, deterministic)
+      -> replaced-token logits [B, T] (float32)
+  """
+  generator: Callable
+  discriminator: Callable
+  vocab_size: int  # V, the width of the uniform generator's logits (objective.uniform_generator)
+  stock_kernels: bool  # model.kernels resolved to 'stock': optax's cross-entropy for the MLM loss
+
+
+def networks(model: ElectraPretrainer) -> Networks:
+  """`model`'s generator_logits and discriminator_logits as `Networks`."""
+  def generator(params, masked_ids, input_mask, segment_ids, masked_positions, dropout_rng, *,
+                deterministic):
+    return model.apply({'params': params}, masked_ids, input_mask, segment_ids, masked_positions,
+                       method=ElectraPretrainer.generator_logits, rngs={'dropout': dropout_rng},
+                       deterministic=deterministic)
+
+  def discriminator(params, input_ids, input_mask, segment_ids, dropout_rng, *, deterministic):
+    return model.apply({'params': params}, input_ids, input_mask, segment_ids,
+                       method=ElectraPretrainer.discriminator_logits,
+                       rngs={'dropout': dropout_rng}, deterministic=deterministic)
+
+  return Networks(generator, discriminator, model.model_config.vocab_size,
+                  resolve_kernels(model.model_config) == 'stock')
 
 
 def generator_embeddings_config(model_config):

@@ -5,13 +5,11 @@ One pre-training step reads top to bottom in `electra_loss`:
   gradient) -> corrupt_inputs / labels -> discriminator loss over real tokens ->
   loss = gen_weight * mlm + disc_weight * disc.
 """
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import optax
-
-from electra_jax import model as model_lib
 
 
 class SpecialIds(NamedTuple):
@@ -62,14 +60,16 @@ def mask_tokens(rng, input_ids, input_mask, special: SpecialIds, mask_prob: floa
                       used.astype(jnp.float32))
 
 
-def masked_lm_loss(logits, masked_lm_ids, weights, stock: bool = False):
+def masked_lm_loss(logits, masked_lm_ids, weights, stock: bool = False, count=None):
   """Cross-entropy averaged over the used masked slots. Returns (loss, per-slot losses).
 
-  `stock` (model.kernels 'stock'): optax's cross-entropy instead of the custom-VJP one below."""
+  `stock` (model.kernels 'stock'): optax's cross-entropy instead of the custom-VJP one below.
+  `count`: the number of slots to average over; default the used slots here, sum(weights)."""
   cross_entropy = (optax.softmax_cross_entropy_with_integer_labels if stock
                    else softmax_cross_entropy)
   per_slot = cross_entropy(logits.astype(jnp.float32), masked_lm_ids)
-  return jnp.sum(per_slot * weights) / (jnp.sum(weights) + 1e-6), per_slot
+  count = jnp.sum(weights) if count is None else count
+  return jnp.sum(per_slot * weights) / (count + 1e-6), per_slot
 
 
 @jax.custom_vjp
@@ -79,7 +79,7 @@ def softmax_cross_entropy(logits, labels):
   Same values and gradient as -take_along_axis(log_softmax(logits), labels), with a hand-written
   backward pass, softmax(logits) - one_hot(labels), in one elementwise pass over [B, P, V]: autodiff
   of the gather builds a zero [B, P, V] array and scatters into it, and keeps log_softmax in memory
-  (the whole ELECTRA-Small batch-32 step on 2 CPU cores: 1.009x faster).
+  (a small gain for the whole step on CPU, measured in benchmarks/README.md).
   """
   return _softmax_cross_entropy_fwd(logits, labels)[0]
 
@@ -109,9 +109,9 @@ def sample_replacements(rng, logits, temperature: float = 1.0, disallow_ids=None
   as the original does. `method`:
     'gumbel'       the original's way: argmax(logits + Gumbel noise), one random draw, a hash and
                    two logs per vocabulary entry;
-    'inverse_cdf'  the same distribution from ONE uniform per slot (`_inverse_cdf_sample`).
-  Measured on 2 CPU cores for [32, 19, 30522] (ELECTRA-Small, batch 32; benchmarks/step_breakdown.py):
-  gumbel 206 ms, inverse_cdf 8 ms.
+    'inverse_cdf'  the same distribution from ONE uniform per slot (`_inverse_cdf_sample`), the
+                   default: far cheaper on CPU than a Gumbel draw per vocabulary entry (measured
+                   in benchmarks/README.md).
   """
   logits = jax.lax.stop_gradient(logits).astype(jnp.float32) / temperature
   if disallow_ids is not None:
@@ -170,14 +170,16 @@ def corrupt_inputs(input_ids, masked: MaskedInputs, sampled_ids):
   return corrupted, (corrupted != input_ids).astype(jnp.int32)
 
 
-def discriminator_loss(logits, labels, input_mask):
-  """Sigmoid cross-entropy over every real token, averaged over the batch's real tokens."""
+def discriminator_loss(logits, labels, input_mask, count=None):
+  """Sigmoid cross-entropy over every real token, averaged over the batch's real tokens (or over
+  `count` tokens)."""
   weights = input_mask.astype(jnp.float32)
   labels = labels.astype(jnp.float32)
   logits = logits.astype(jnp.float32)
   # log(1 + e^x) - x*y, the stable form of sigmoid cross-entropy.
   per_token = jnp.maximum(logits, 0) - logits * labels + jnp.log1p(jnp.exp(-jnp.abs(logits)))
-  return jnp.sum(per_token * weights) / (jnp.sum(weights) + 1e-6), per_token
+  count = jnp.sum(weights) if count is None else count
+  return jnp.sum(per_token * weights) / (count + 1e-6), per_token
 
 
 def binary_auc(labels, scores, weights):
@@ -198,14 +200,34 @@ def binary_auc(labels, scores, weights):
   return jnp.where((n_pos > 0) & (n_neg > 0), wins / jnp.maximum(n_pos * n_neg, 1), 0.5)
 
 
-def electra_loss(model, params, batch, rng, objective_config, special: SpecialIds,
-                 max_predictions: int, deterministic: bool = False):
+class LossCounts(NamedTuple):
+  """What the two losses are averaged over."""
+  masked_slots: jax.Array  # used masked slots (the MLM loss)
+  real_tokens: jax.Array  # real tokens (the discriminator loss)
+
+
+def loss_counts(batch, special: SpecialIds, mask_prob: float, max_predictions: int) -> LossCounts:
+  """The counts of `batch`, known before any model call: the number of slots `mask_tokens` uses in
+  a sequence depends on its tokens only, not on the random draw (so any key gives it)."""
+  masked = mask_tokens(jax.random.key(0), batch['input_ids'], batch['input_mask'], special,
+                       mask_prob, max_predictions)
+  return LossCounts(jnp.sum(masked.masked_lm_weights),
+                    jnp.sum(batch['input_mask'].astype(jnp.float32)))
+
+
+def electra_loss(networks, params, batch, rng, objective_config, special: SpecialIds,
+                 max_predictions: int, deterministic: bool = False,
+                 counts: Optional[LossCounts] = None):
   """The pre-training loss of one batch and everything the metrics need.
 
-  `model` is a `model.ElectraPretrainer`. Returns (loss, aux) with aux a dict of per-batch arrays
-  (see `pretraining_metrics`).
+  `networks`: the generator and discriminator as functions of `params` (`model.networks` of an
+  ElectraPretrainer). `counts`: what the two losses are averaged over, by default this batch's own
+  (`loss_counts(batch)`); a microbatch of gradient accumulation gets the whole batch's, so that the
+  microbatches' losses add up to the whole batch's. Returns (loss, aux) with aux a dict of
+  per-batch arrays (see `pretraining_metrics`).
   """
   o = objective_config
+  mlm_count, disc_count = (None, None) if counts is None else counts
   mask_rng, gen_rng, sample_rng, disc_rng = jax.random.split(rng, 4)
   ids, input_mask, segment_ids = batch['input_ids'], batch['input_mask'], batch['segment_ids']
 
@@ -214,18 +236,16 @@ def electra_loss(model, params, batch, rng, objective_config, special: SpecialId
 
   # 2. Generator: masked-LM logits at the masked positions only.
   if o.uniform_generator:
-    vocab_size = model.model_config.vocab_size
-    mlm_logits = jnp.zeros(masked.masked_lm_ids.shape + (vocab_size,), jnp.float32)
+    mlm_logits = jnp.zeros(masked.masked_lm_ids.shape + (networks.vocab_size,), jnp.float32)
   else:
-    mlm_logits = model.apply({'params': params}, masked.masked_ids, input_mask, segment_ids,
-                            masked.masked_positions, method='generator_logits',
-                            rngs={'dropout': gen_rng}, deterministic=deterministic)
-  stock = model_lib.resolve_kernels(model.model_config) == 'stock'
+    mlm_logits = networks.generator(params, masked.masked_ids, input_mask, segment_ids,
+                                    masked.masked_positions, gen_rng, deterministic=deterministic)
   mlm_loss, mlm_per_slot = masked_lm_loss(mlm_logits, masked.masked_lm_ids,
-                                          masked.masked_lm_weights, stock)
+                                          masked.masked_lm_weights, networks.stock_kernels,
+                                          mlm_count)
   # Correct = the target has the largest logit: argmax == target without an argmax over [B, P, V],
-  # whose (value, index) reduction XLA's CPU backend runs 25x slower than a max (38 vs 1.5 ms at
-  # ELECTRA-Small batch 32). Exact ties (a tie counts as correct) only happen for constant logits:
+  # whose (value, index) reduction XLA's CPU backend runs far slower than a max (measured in
+  # benchmarks/README.md). Exact ties (a tie counts as correct) only happen for constant logits:
   # the uniform generator predicts nothing, so it gets accuracy 0.
   target_logit = jnp.take_along_axis(mlm_logits, masked.masked_lm_ids[..., None], axis=-1)[..., 0]
   mlm_correct = (target_logit >= jnp.max(mlm_logits, axis=-1)) & (not o.uniform_generator)
@@ -242,10 +262,10 @@ def electra_loss(model, params, batch, rng, objective_config, special: SpecialId
   corrupted, labels = corrupt_inputs(ids, masked, sampled)
 
   # 5. Discriminator over every real token.
-  disc_logits = model.apply({'params': params}, corrupted, input_mask, segment_ids,
-                            method='discriminator_logits', rngs={'dropout': disc_rng},
-                            deterministic=deterministic)
-  disc_loss, disc_per_token = discriminator_loss(disc_logits, labels, input_mask)
+  disc_logits = networks.discriminator(params, corrupted, input_mask, segment_ids, disc_rng,
+                                       deterministic=deterministic)
+  disc_loss, disc_per_token = discriminator_loss(disc_logits, labels, input_mask,
+                                                 disc_count)
 
   # 6. Gradient reaches the generator only through mlm_loss: `sampled` is stop_gradient'ed.
   loss = loss + o.disc_weight * disc_loss

@@ -94,19 +94,20 @@ def train_step(state: TrainState, batch, rng, *, model, tx, learning_rate_fn, ob
                special, max_predictions, grad_accum_steps: int = 1, max_nonfinite_in_a_row: int = 1):
   """One optimizer step on one global batch (in `grad_accum_steps` microbatches)."""
   step_rng = jax.random.fold_in(rng, state.step)
-  if grad_accum_steps == 1:
-    def loss_fn(params):
-      return objective.electra_loss(model, model_lib.apply_params(model, params), batch, step_rng,
-                                    objective_config, special, max_predictions,
-                                    deterministic=False)
 
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  def loss_fn(params, rows, key, counts=None):  # the whole batch or a microbatch
+    return objective.electra_loss(model_lib.networks(model), model_lib.apply_params(model, params),
+                                  rows, key, objective_config, special, max_predictions,
+                                  deterministic=False, counts=counts)
+
+  if grad_accum_steps == 1:
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, step_rng)
     sums = objective.pretraining_metrics(aux)
     auc_inputs = {k: aux[k] for k in ('disc_labels', 'disc_probs', 'disc_weights') if k in aux}
   else:
-    loss, grads, sums, auc_inputs = _accumulated_gradients(
-        state.params, batch, step_rng, grad_accum_steps, model=model,
-        objective_config=objective_config, special=special, max_predictions=max_predictions)
+    counts = objective.loss_counts(batch, special, objective_config.mask_prob, max_predictions)
+    loss, grads, sums, auc_inputs = _accumulated_gradients(loss_fn, state.params, batch, step_rng,
+                                                           grad_accum_steps, counts)
   metrics = objective.summarize_metrics(sums)
   metrics.update(loss=loss, grad_norm=optax.tree.norm(grads),
                  learning_rate=learning_rate_fn(state.step))
@@ -123,38 +124,23 @@ def train_step(state: TrainState, batch, rng, *, model, tx, learning_rate_fn, ob
   return new_state, metrics
 
 
-def _accumulated_gradients(params, batch, step_rng, num_micro, *, model, objective_config, special,
-                           max_predictions):
+def _accumulated_gradients(loss_fn, params, batch, step_rng, num_micro, counts):
   """Loss and gradient of the whole batch, summed over `num_micro` microbatches in a lax.scan.
 
   The reference averages the MLM loss over the batch's used masked slots and the discriminator
-  loss over its real tokens. Both counts are known before any model call (the number of masked
-  slots of a sequence depends on its tokens only, not on the random draw), so each microbatch
-  divides its loss *sums* by the whole batch's counts and the summed gradient is the big batch's.
+  loss over its real tokens: each microbatch's `loss_fn` divides by the whole batch's `counts`
+  (objective.loss_counts), so the summed loss and gradient are the big batch's.
   Microbatch i draws its randomness from fold_in(step_rng, i) and holds rows i, i + n, i + 2n ..
   (n = num_micro), so every device keeps its share of each microbatch.
   """
-  o = objective_config
-  ids, input_mask = batch['input_ids'], batch['input_mask']
-  masked = objective.mask_tokens(step_rng, ids, input_mask, special, o.mask_prob, max_predictions)
-  mlm_count = jnp.sum(masked.masked_lm_weights) + 1e-6  # the +1e-6 of objective's losses
-  disc_count = jnp.sum(input_mask.astype(jnp.float32)) + 1e-6
   micro_batches = jax.tree.map(
       lambda x: jnp.swapaxes(x.reshape(x.shape[0] // num_micro, num_micro, *x.shape[1:]), 0, 1),
       batch)
 
-  def micro_loss(p, micro, micro_rng):
-    _, aux = objective.electra_loss(model, model_lib.apply_params(model, p), micro, micro_rng, o,
-                                    special, max_predictions, deterministic=False)
-    loss = o.gen_weight * jnp.sum(aux['mlm_per_slot'] * aux['mlm_weights']) / mlm_count
-    if 'disc_per_token' in aux:
-      loss += o.disc_weight * jnp.sum(aux['disc_per_token'] * aux['disc_weights']) / disc_count
-    return loss, aux
-
   def body(grad_sum, xs):
     micro, index = xs
-    (loss, aux), grads = jax.value_and_grad(micro_loss, has_aux=True)(
-        params, micro, jax.random.fold_in(step_rng, index))
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params, micro, jax.random.fold_in(step_rng, index), counts)
     auc_inputs = {k: aux[k] for k in ('disc_labels', 'disc_probs', 'disc_weights') if k in aux}
     return (jax.tree.map(jnp.add, grad_sum, grads),
             (loss, objective.pretraining_metrics(aux), auc_inputs))
@@ -168,8 +154,9 @@ def _accumulated_gradients(params, batch, step_rng, num_micro, *, model, objecti
 
 def eval_step(params, batch, rng, *, model, objective_config, special, max_predictions):
   """Metric sums of one held-out batch (no dropout; fixed masking/sampling rng per batch)."""
-  _, aux = objective.electra_loss(model, model_lib.apply_params(model, params), batch, rng,
-                                  objective_config, special, max_predictions, deterministic=True)
+  _, aux = objective.electra_loss(model_lib.networks(model), model_lib.apply_params(model, params),
+                                  batch, rng, objective_config, special, max_predictions,
+                                  deterministic=True)
   sums = objective.pretraining_metrics(aux)
   auc_inputs = {k: aux[k] for k in ('disc_labels', 'disc_probs', 'disc_weights') if k in aux}
   return sums, auc_inputs

@@ -60,6 +60,17 @@ def ragged_batch(min_len):
   return {'input_ids': ids * mask, 'input_mask': mask, 'segment_ids': np.zeros_like(ids)}
 
 
+def fixed_uniform(key, shape=(), dtype=None, minval=0.0, maxval=1.0):
+  """A stand-in for jax.random.uniform whose draws repeat on every row: a microbatch then sees the
+  same masks and samples as its rows in the whole batch, so accumulation must match exactly."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  del key
+  per_row = (jnp.arange(int(np.prod(shape[1:])), dtype=jnp.float32) * 0.6180339 + 0.1) % 1.0
+  values = jnp.broadcast_to(per_row.reshape(shape[1:]), shape)
+  return (minval + (maxval - minval) * values).astype(jnp.float32 if dtype is None else dtype)
+
+
 def run_train_steps(config, batch, num_steps=3, special=(0, 2, 3, 4), max_predictions=3,
                     init_rng=None, step_rng=None):
   """`num_steps` jitted train steps on the mesh `config.mesh_shape`, states sharded as in train.py.

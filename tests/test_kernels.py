@@ -83,8 +83,8 @@ def test_same_pretraining_loss_and_gradients(electra_objective):
   o = tiny_config(**overrides).objective
 
   def loss_and_grad(model):
-    loss = lambda p: objective.electra_loss(model, p, batch, jax.random.key(5), o, SPECIAL, 3,
-                                            deterministic=False)
+    loss = lambda p: objective.electra_loss(model_lib.networks(model), p, batch, jax.random.key(5),
+                                            o, SPECIAL, 3, deterministic=False)
     return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
 
   (cpu_loss, cpu_aux), cpu_grads = loss_and_grad(models[0])

@@ -266,7 +266,8 @@ def _gdes_setup():
   ids[:, 0] = 2
   batch = {'input_ids': jnp.asarray(ids), 'input_mask': jnp.ones_like(ids),
            'segment_ids': jnp.zeros_like(ids)}
-  losses = lambda p: objective.electra_loss(model, p, batch, jax.random.key(3), config.objective,
+  losses = lambda p: objective.electra_loss(model_lib.networks(model), p, batch,
+                                            jax.random.key(3), config.objective,
                                             objective.SpecialIds(0, 2, 3, 4), 3,
                                             deterministic=True)[1]
   return config, model, params, batch, losses
@@ -293,8 +294,8 @@ def test_gdes_routes_each_loss_to_its_own_tables():
   from electra_jax import objective  # pylint: disable=g-import-not-at-top
   batch = _gdes_setup()[3]
   shared_losses = lambda p: objective.electra_loss(
-      model, p, batch, jax.random.key(3), shared.objective, objective.SpecialIds(0, 2, 3, 4), 3,
-      deterministic=True)[1]
+      model_lib.networks(model), p, batch, jax.random.key(3), shared.objective,
+      objective.SpecialIds(0, 2, 3, 4), 3, deterministic=True)[1]
   for loss in ('mlm_loss', 'disc_loss'):
     g = jax.grad(lambda p, loss=loss: shared_losses(p)[loss])(shared_params)
     assert norm(g['embeddings']['word_embeddings']) > 0.0

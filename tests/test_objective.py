@@ -1,5 +1,6 @@
 """The ELECTRA objective on tiny inputs: exact values and statistics (reference, steps 1-8)."""
 import math
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from conftest import tiny_config
+from conftest import fixed_uniform, tiny_config
 from electra_jax import model as model_lib
 from electra_jax import objective
 
@@ -213,12 +214,12 @@ def tiny_model():
   return config, model, params, batch
 
 
-def _loss(config, model, params, batch, **objective_overrides):
+def _loss(config, model, params, batch, counts=None, **objective_overrides):
   o = config.objective.copy_and_resolve_references()
   for k, v in objective_overrides.items():
     o[k] = v
-  return objective.electra_loss(model, params, batch, jax.random.key(5), o, SPECIAL, 3,
-                                deterministic=True)
+  return objective.electra_loss(model_lib.networks(model), params, batch, jax.random.key(5), o,
+                                SPECIAL, 3, deterministic=True, counts=counts)
 
 
 def test_total_loss_is_gen_plus_50_disc(tiny_model):
@@ -265,3 +266,39 @@ def test_uniform_generator_and_plain_mlm(tiny_model):
   loss, aux = _loss(config, model, params, batch, electra_objective=False)
   assert 'disc_loss' not in aux
   np.testing.assert_allclose(loss, aux['mlm_loss'])
+
+
+def test_loss_counts_are_the_default_denominators(tiny_model):
+  """A batch's own counts, passed explicitly, change nothing: the same loss and aux, bit for bit.
+  They don't depend on the masking's random draw."""
+  config, model, params, batch = tiny_model
+  counts = objective.loss_counts(batch, SPECIAL, config.objective.mask_prob, 3)
+  for seed in range(3):
+    masked = objective.mask_tokens(jax.random.key(seed), batch['input_ids'], batch['input_mask'],
+                                   SPECIAL, config.objective.mask_prob, 3)
+    assert float(counts.masked_slots) == float(jnp.sum(masked.masked_lm_weights))
+  assert float(counts.real_tokens) == float(jnp.sum(batch['input_mask']))
+  for overrides in ({}, {'electra_objective': False}):
+    default, default_aux = _loss(config, model, params, batch, **overrides)
+    explicit, explicit_aux = _loss(config, model, params, batch, counts, **overrides)
+    np.testing.assert_array_equal(explicit, default)
+    assert explicit_aux.keys() == default_aux.keys()
+    for k in default_aux:
+      np.testing.assert_array_equal(explicit_aux[k], default_aux[k], err_msg=k)
+
+
+def test_microbatch_losses_with_the_whole_batch_counts_add_up(tiny_model):
+  """Gradient accumulation's loss: each microbatch divided by the whole batch's counts. With draws
+  that repeat on every row (a microbatch then masks and samples its rows as the whole batch does),
+  the microbatches' losses and gradients add up to the whole batch's."""
+  config, model, params, batch = tiny_model
+  counts = objective.loss_counts(batch, SPECIAL, config.objective.mask_prob, 3)
+  value_and_grad = jax.value_and_grad(
+      lambda p, rows, c: _loss(config, model, p, rows, c)[0])
+  with mock.patch.object(jax.random, 'uniform', fixed_uniform):
+    whole, whole_grads = value_and_grad(params, batch, None)
+    parts = [value_and_grad(params, {k: v[rows] for k, v in batch.items()}, counts)
+             for rows in (slice(0, 1), slice(1, 4))]
+  np.testing.assert_allclose(parts[0][0] + parts[1][0], whole, rtol=1e-6)
+  jax.tree.map(lambda a, b, w: np.testing.assert_allclose(a + b, w, rtol=1e-4, atol=1e-7),
+               parts[0][1], parts[1][1], whole_grads)

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import ragged_batch, run_train_steps, tiny_config
+from conftest import fixed_uniform, ragged_batch, run_train_steps, tiny_config
 from electra_jax import build_data
 from electra_jax import checkpoint
 from electra_jax import input_pipeline
@@ -296,15 +296,6 @@ def test_command_line_bad_input_is_one_line(tmp_path, flags, expected):
 
 
 # ---- Train-step variants: each equals the plain float32 step (bfloat16: close to it).
-
-def fixed_uniform(key, shape=(), dtype=jnp.float32, minval=0.0, maxval=1.0):
-  """A stand-in for jax.random.uniform whose draws repeat on every row: a microbatch then sees the
-  same masks and samples as its rows in the whole batch, so accumulation must match exactly."""
-  del key
-  per_row = (jnp.arange(int(np.prod(shape[1:])), dtype=jnp.float32) * 0.6180339 + 0.1) % 1.0
-  values = jnp.broadcast_to(per_row.reshape(shape[1:]), shape)
-  return (minval + (maxval - minval) * values).astype(dtype)
-
 
 def variant_batch():
   """Rows of different real lengths: per-microbatch means would weigh their tokens unequally."""
