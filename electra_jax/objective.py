@@ -275,6 +275,12 @@ def electra_loss(networks, params, batch, rng, objective_config, special: Specia
   return loss, aux
 
 
+def auc_inputs(aux) -> dict:
+  """What the discriminator's AUC is computed from (per token; empty for the MLM-only objective).
+  The AUC is not a sum over batches, so steps hand these on instead of a metric."""
+  return {k: aux[k] for k in ('disc_labels', 'disc_probs', 'disc_weights') if k in aux}
+
+
 def pretraining_metrics(aux):
   """Weighted sums for the reference's metrics (8): divide `*_sum` by the matching `*_count`.
 

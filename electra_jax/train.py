@@ -103,7 +103,7 @@ def train_step(state: TrainState, batch, rng, *, model, tx, learning_rate_fn, ob
   if grad_accum_steps == 1:
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, step_rng)
     sums = objective.pretraining_metrics(aux)
-    auc_inputs = {k: aux[k] for k in ('disc_labels', 'disc_probs', 'disc_weights') if k in aux}
+    auc_inputs = objective.auc_inputs(aux)
   else:
     counts = objective.loss_counts(batch, special, objective_config.mask_prob, max_predictions)
     loss, grads, sums, auc_inputs = _accumulated_gradients(loss_fn, state.params, batch, step_rng,
@@ -141,9 +141,8 @@ def _accumulated_gradients(loss_fn, params, batch, step_rng, num_micro, counts):
     micro, index = xs
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         params, micro, jax.random.fold_in(step_rng, index), counts)
-    auc_inputs = {k: aux[k] for k in ('disc_labels', 'disc_probs', 'disc_weights') if k in aux}
     return (jax.tree.map(jnp.add, grad_sum, grads),
-            (loss, objective.pretraining_metrics(aux), auc_inputs))
+            (loss, objective.pretraining_metrics(aux), objective.auc_inputs(aux)))
 
   zeros = jax.tree.map(jnp.zeros_like, params)
   grads, (losses, sums, auc_inputs) = jax.lax.scan(body, zeros,
@@ -157,9 +156,7 @@ def eval_step(params, batch, rng, *, model, objective_config, special, max_predi
   _, aux = objective.electra_loss(model_lib.networks(model), model_lib.apply_params(model, params),
                                   batch, rng, objective_config, special, max_predictions,
                                   deterministic=True)
-  sums = objective.pretraining_metrics(aux)
-  auc_inputs = {k: aux[k] for k in ('disc_labels', 'disc_probs', 'disc_weights') if k in aux}
-  return sums, auc_inputs
+  return objective.pretraining_metrics(aux), objective.auc_inputs(aux)
 
 
 @dataclasses.dataclass(frozen=True)
