@@ -1,0 +1,214 @@
+"""A local GCS for tests: gcp-storage-emulator plus an HTTPS proxy in front of it.
+
+`start()` runs both in one subprocess and returns it with the environment variables that point
+TensorFlow (tf.io.gfile, tf.data), orbax/tensorstore and gcsfs at it (see README, "Cloud storage").
+
+TensorFlow's GCS filesystem has its endpoints compiled in (https://www.googleapis.com/storage/v1/,
+https://storage.googleapis.com/BUCKET/OBJECT); it has no emulator variable. Its HTTP client
+(libcurl) does honour `https_proxy` and `CURL_CA_BUNDLE`, so this proxy answers CONNECT with TLS
+under a test-only certificate for those hosts (tests/fixtures/gcs_proxy/, CA:TRUE, never trusted
+outside a test) and forwards each request, unencrypted, to the emulator.
+
+Run by hand: `python tests/gcs_emulator.py` prints the variables to export and serves until ^C.
+"""
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+
+_FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', 'gcs_proxy')
+CERT = os.path.join(_FIXTURES, 'cert.pem')
+KEY = os.path.join(_FIXTURES, 'key.pem')
+
+
+def _read_head(sock):
+  data = b''
+  while b'\r\n\r\n' not in data:
+    chunk = sock.recv(65536)
+    if not chunk:
+      return None, b''
+    data += chunk
+  head, rest = data.split(b'\r\n\r\n', 1)
+  return head, rest
+
+
+def _dechunk(sock, data):
+  body = b''
+  while True:
+    while b'\r\n' not in data:
+      data += sock.recv(65536)
+    size_line, data = data.split(b'\r\n', 1)
+    size = int(size_line.split(b';')[0], 16)
+    while len(data) < size + 2:
+      data += sock.recv(65536)
+    body, data = body + data[:size], data[size + 2:]
+    if size == 0:
+      return body
+
+
+def _pipe(src, dst):
+  try:
+    while True:
+      chunk = src.recv(65536)
+      if not chunk:
+        break
+      dst.sendall(chunk)
+  except OSError:
+    pass
+  finally:
+    try:
+      dst.shutdown(socket.SHUT_WR)
+    except OSError:
+      pass
+
+
+def _forward(client, head, rest, ports):
+  """One request per connection: the emulator (http.server, HTTP/1.0) closes after each."""
+  proxy_port, emulator_port = ports
+  lines = head.decode('latin-1').split('\r\n')
+  method, target, version = lines[0].split(' ', 2)
+  if target.startswith('http://') or target.startswith('https://'):
+    target = '/' + target.split('/', 3)[3] if target.count('/') >= 3 else '/'
+  headers = [f'{method} {target} {version}']
+  expect_continue = chunked = False
+  for line in lines[1:]:
+    name = line.split(':', 1)[0].strip().lower()
+    if name == 'expect':
+      # http.server never sends "100 Continue": curl would wait a second per upload.
+      expect_continue = True
+      continue
+    if name == 'transfer-encoding' and 'chunked' in line.lower():
+      chunked = True
+      continue
+    if name in ('host', 'proxy-connection', 'connection'):
+      continue
+    headers.append(line)
+  # The emulator builds upload URLs (Location) from Host: point them at this proxy, which then
+  # gets the upload's PUTs as plain HTTP (localhost is in no_proxy) and can fix them up.
+  headers += [f'Host: localhost:{proxy_port}', 'Connection: close']
+  if expect_continue:
+    client.sendall(b'HTTP/1.1 100 Continue\r\n\r\n')
+  if chunked:
+    # Some emulator handlers store a chunked body with its framing: send it with a length.
+    rest = _dechunk(client, rest)
+    headers.append(f'Content-Length: {len(rest)}')
+  backend = socket.create_connection(('localhost', emulator_port))
+  backend.sendall(('\r\n'.join(headers) + '\r\n\r\n').encode('latin-1') + rest)
+  up = threading.Thread(target=_pipe, args=(client, backend), daemon=True)
+  up.start()
+  _pipe(backend, client)
+  backend.close()
+
+
+def _handle(client, ports, context):
+  try:
+    head, rest = _read_head(client)
+    if head is None:
+      return
+    if head.startswith(b'CONNECT '):
+      client.sendall(b'HTTP/1.1 200 Connection established\r\n\r\n')
+      tls = context.wrap_socket(client, server_side=True)
+      head, rest = _read_head(tls)
+      if head is not None:
+        _forward(tls, head, rest, ports)
+      tls.close()
+    else:
+      _forward(client, head, rest, ports)
+  except (OSError, ValueError, ssl.SSLError) as e:
+    print(f'gcs_proxy: {e!r}', file=sys.stderr)
+  finally:
+    client.close()
+
+
+def _serve_proxy(server, ports):
+  context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+  context.load_cert_chain(CERT, KEY)
+  while True:
+    client, _ = server.accept()
+    threading.Thread(target=_handle, args=(client, ports, context), daemon=True).start()
+
+
+def _patch_empty_uploads():
+  """The emulator reads an empty upload body as None and fails on len(None); TF writes empty
+  objects (directory markers, empty files)."""
+  from gcp_storage_emulator import server  # pylint: disable=g-import-not-at-top
+  read_data = server._read_data  # pylint: disable=protected-access
+
+  def _read_data(request_handler, query):
+    data = read_data(request_handler, query)
+    if data is None and ('uploadType' in query or 'upload_id' in query):
+      return b''
+    return data
+  server._read_data = _read_data  # pylint: disable=protected-access
+
+
+def environment(proxy_port, emulator_port):
+  """The variables that send every GCS client in this process and its children to the emulator."""
+  proxy = f'http://localhost:{proxy_port}'
+  emulator = f'http://localhost:{emulator_port}'
+  return {
+      # TF's GCS filesystem (libcurl): endpoints fixed, so through the proxy, trusting its cert.
+      'https_proxy': proxy, 'HTTPS_PROXY': proxy, 'CURL_CA_BUNDLE': CERT,
+      'no_proxy': 'localhost,127.0.0.1', 'NO_PROXY': 'localhost,127.0.0.1',
+      # orbax -> tensorstore's gcs driver: its endpoint is configurable.
+      'TENSORSTORE_GCS_HTTP_URL': emulator,
+      # gcsfs, google-cloud-storage.
+      'STORAGE_EMULATOR_HOST': emulator,
+      # TF and tensorstore both send this bearer token instead of looking for credentials (no
+      # metadata-server probe, no ~/.config/gcloud).
+      'GOOGLE_AUTH_TOKEN_FOR_TESTING': 'emulator', 'NO_GCE_CHECK': 'true',
+  }
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def start(bucket='test', timeout=60):
+  """Starts emulator + proxy in a subprocess (bucket `bucket` exists). Returns (process, env):
+  the caller kills the process and puts env into os.environ."""
+  proxy_port, emulator_port = _free_port(), _free_port()
+  process = subprocess.Popen([sys.executable, os.path.abspath(__file__), str(proxy_port),
+                              str(emulator_port), bucket])
+  deadline = time.time() + timeout
+  for port in (emulator_port, proxy_port):
+    while True:
+      if process.poll() is not None:
+        raise RuntimeError(f'GCS emulator exited with {process.returncode}')
+      try:
+        socket.create_connection(('localhost', port), timeout=1).close()
+        break
+      except OSError:
+        if time.time() > deadline:
+          process.kill()
+          raise RuntimeError('GCS emulator did not start') from None
+        time.sleep(0.1)
+  return process, environment(proxy_port, emulator_port)
+
+
+def main(proxy_port, emulator_port, bucket):
+  from gcp_storage_emulator import server  # pylint: disable=g-import-not-at-top
+  _patch_empty_uploads()
+  # The proxy listens first, the emulator last: start() waits for both ports.
+  proxy = socket.create_server(('localhost', proxy_port), backlog=128)
+  threading.Thread(target=_serve_proxy, args=(proxy, (proxy_port, emulator_port)), daemon=True).start()
+  emulator = server.create_server('localhost', emulator_port, in_memory=True,
+                                  default_bucket=bucket)
+  emulator.start()
+  while True:
+    time.sleep(3600)
+
+
+if __name__ == '__main__':
+  if len(sys.argv) == 1:
+    ports = _free_port(), _free_port()
+    for name, value in environment(*ports).items():
+      print(f'export {name}={value}')
+    print(f'# bucket gs://test; ^C stops it', flush=True)
+    main(*ports, 'test')
+  main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
