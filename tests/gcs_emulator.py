@@ -196,7 +196,8 @@ def main(proxy_port, emulator_port, bucket):
   _patch_empty_uploads()
   # The proxy listens first, the emulator last: start() waits for both ports.
   proxy = socket.create_server(('localhost', proxy_port), backlog=128)
-  threading.Thread(target=_serve_proxy, args=(proxy, (proxy_port, emulator_port)), daemon=True).start()
+  threading.Thread(target=_serve_proxy, args=(proxy, (proxy_port, emulator_port)),
+                   daemon=True).start()
   emulator = server.create_server('localhost', emulator_port, in_memory=True,
                                   default_bucket=bucket)
   emulator.start()
