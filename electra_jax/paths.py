@@ -15,14 +15,20 @@ import shutil
 import sys
 import tempfile
 
-# posixpath's joining is a string operation that holds for URLs as for local paths.
-join = os.path.join
 basename = os.path.basename
 has_magic = glob_lib.has_magic
 
 
 def is_url(path) -> bool:
   return '://' in str(path)
+
+
+def join(path, *more) -> str:
+  """os.path.join, where a URL among `more` starts afresh as an absolute path does."""
+  for i in range(len(more) - 1, -1, -1):
+    if is_url(more[i]):
+      return os.path.join(*more[i:])
+  return os.path.join(path, *more)
 
 
 def _gfile():
@@ -161,6 +167,8 @@ class _RawFile(io.RawIOBase):
   def __init__(self, f, mode):
     super().__init__()
     self._f, self._mode = f, mode
+    if 'r' not in mode:
+      f.write(b'')  # GFile creates the file at its first write: open(p, 'w').close() must too
 
   def readable(self):
     return 'r' in self._mode

@@ -35,15 +35,22 @@ def _read_head(sock):
   return head, rest
 
 
+def _recv_more(sock, data):
+  chunk = sock.recv(65536)
+  if not chunk:
+    raise ValueError('the client closed the connection mid-request')
+  return data + chunk
+
+
 def _dechunk(sock, data):
   body = b''
   while True:
     while b'\r\n' not in data:
-      data += sock.recv(65536)
+      data = _recv_more(sock, data)
     size_line, data = data.split(b'\r\n', 1)
     size = int(size_line.split(b';')[0], 16)
     while len(data) < size + 2:
-      data += sock.recv(65536)
+      data = _recv_more(sock, data)
     body, data = body + data[:size], data[size + 2:]
     if size == 0:
       return body
@@ -69,7 +76,7 @@ def _forward(client, head, rest, ports):
   """One request per connection: the emulator (http.server, HTTP/1.0) closes after each."""
   proxy_port, emulator_port = ports
   lines = head.decode('latin-1').split('\r\n')
-  method, target, version = lines[0].split(' ', 2)
+  method, target, version = (lines[0].split(' ', 2) + ['HTTP/1.1'])[:3]
   if target.startswith('http://') or target.startswith('https://'):
     target = '/' + target.split('/', 3)[3] if target.count('/') >= 3 else '/'
   headers = [f'{method} {target} {version}']
@@ -145,6 +152,25 @@ def _patch_empty_uploads():
   server._read_data = _read_data  # pylint: disable=protected-access
 
 
+def _patch_generation_header():
+  """tensorstore (orbax) reads an object's generation from the x-goog-generation header of a
+  download, as GCS sends it; the emulator leaves it out ("Malformed StorageGeneration")."""
+  from gcp_storage_emulator import server  # pylint: disable=g-import-not-at-top
+  from gcp_storage_emulator.handlers import objects  # pylint: disable=g-import-not-at-top
+  download = objects.download
+
+  def with_generation(request, response, storage, *args, **kwargs):
+    download(request, response, storage, *args, **kwargs)
+    if response.status.value in (200, 206):
+      obj = storage.get_file_obj(request.params['bucket_name'], request.params['object_id'])
+      response['x-goog-generation'] = str(obj['generation'])
+      response['x-goog-metageneration'] = str(obj.get('metageneration', '1'))
+  objects.download = with_generation  # objects.get calls it for alt=media
+  server.HANDLERS = tuple(
+      (regex, {m: with_generation if f is download else f for m, f in methods.items()})
+      for regex, methods in server.HANDLERS)
+
+
 def environment(proxy_port, emulator_port):
   """The variables that send every GCS client in this process and its children to the emulator."""
   proxy = f'http://localhost:{proxy_port}'
@@ -192,8 +218,12 @@ def start(bucket='test', timeout=60):
 
 
 def main(proxy_port, emulator_port, bucket):
+  import logging  # pylint: disable=g-import-not-at-top
   from gcp_storage_emulator import server  # pylint: disable=g-import-not-at-top
+  # It logs every miss ("Resource not found"); a miss is an ordinary answer here (exists()).
+  logging.getLogger('gcp_storage_emulator').setLevel(logging.CRITICAL)
   _patch_empty_uploads()
+  _patch_generation_header()
   # The proxy listens first, the emulator last: start() waits for both ports.
   proxy = socket.create_server(('localhost', proxy_port), backlog=128)
   threading.Thread(target=_serve_proxy, args=(proxy, (proxy_port, emulator_port)),
@@ -210,6 +240,7 @@ if __name__ == '__main__':
     ports = _free_port(), _free_port()
     for name, value in environment(*ports).items():
       print(f'export {name}={value}')
-    print(f'# bucket gs://test; ^C stops it', flush=True)
+    print('# bucket gs://test; ^C stops it', flush=True)
     main(*ports, 'test')
-  main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
+  else:
+    main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])

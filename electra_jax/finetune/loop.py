@@ -341,8 +341,8 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
   for write, split, arrays in to_write:
     predictions = predict(p_predict, params, arrays, eval_batch_size, mesh)
     if jax.process_index() == 0:
-      paths = write(split, predictions, out_dir)
-      written += [paths] if isinstance(paths, str) else paths
+      files = write(split, predictions, out_dir)
+      written += [files] if isinstance(files, str) else files
   return {'seed': seed, 'best_step': best['step'], 'num_train_steps': num_train_steps,
           'best': best['metrics'], 'predictions': written}
 
