@@ -56,24 +56,10 @@ def _dechunk(sock, data):
       return body
 
 
-def _pipe(src, dst):
-  try:
-    while True:
-      chunk = src.recv(65536)
-      if not chunk:
-        break
-      dst.sendall(chunk)
-  except OSError:
-    pass
-  finally:
-    try:
-      dst.shutdown(socket.SHUT_WR)
-    except OSError:
-      pass
-
-
 def _forward(client, head, rest, ports):
-  """One request per connection: the emulator (http.server, HTTP/1.0) closes after each."""
+  """One request per connection: the emulator (http.server, HTTP/1.0) closes after each. The whole
+  request is read before it is sent on, and the answer sent back after: one thread per socket (an
+  SSL socket read and closed from two threads breaks)."""
   proxy_port, emulator_port = ports
   lines = head.decode('latin-1').split('\r\n')
   method, target, version = (lines[0].split(' ', 2) + ['HTTP/1.1'])[:3]
@@ -81,6 +67,7 @@ def _forward(client, head, rest, ports):
     target = '/' + target.split('/', 3)[3] if target.count('/') >= 3 else '/'
   headers = [f'{method} {target} {version}']
   expect_continue = chunked = False
+  length = 0
   for line in lines[1:]:
     name = line.split(':', 1)[0].strip().lower()
     if name == 'expect':
@@ -90,7 +77,8 @@ def _forward(client, head, rest, ports):
     if name == 'transfer-encoding' and 'chunked' in line.lower():
       chunked = True
       continue
-    if name in ('host', 'proxy-connection', 'connection'):
+    if name in ('host', 'proxy-connection', 'connection', 'content-length'):
+      length = int(line.split(':', 1)[1]) if name == 'content-length' else length
       continue
     headers.append(line)
   # The emulator builds upload URLs (Location) from Host: point them at this proxy, which then
@@ -98,16 +86,19 @@ def _forward(client, head, rest, ports):
   headers += [f'Host: localhost:{proxy_port}', 'Connection: close']
   if expect_continue:
     client.sendall(b'HTTP/1.1 100 Continue\r\n\r\n')
-  if chunked:
-    # Some emulator handlers store a chunked body with its framing: send it with a length.
+  if chunked:  # some emulator handlers would store the chunk framing: send it with a length
     rest = _dechunk(client, rest)
+  while len(rest) < length:
+    rest = _recv_more(client, rest)
+  if chunked or length or method in ('POST', 'PUT', 'PATCH'):
     headers.append(f'Content-Length: {len(rest)}')
-  backend = socket.create_connection(('localhost', emulator_port))
-  backend.sendall(('\r\n'.join(headers) + '\r\n\r\n').encode('latin-1') + rest)
-  up = threading.Thread(target=_pipe, args=(client, backend), daemon=True)
-  up.start()
-  _pipe(backend, client)
-  backend.close()
+  with socket.create_connection(('localhost', emulator_port)) as backend:
+    backend.sendall(('\r\n'.join(headers) + '\r\n\r\n').encode('latin-1') + rest)
+    while True:
+      chunk = backend.recv(65536)
+      if not chunk:
+        break
+      client.sendall(chunk)
 
 
 def _handle(client, ports, context):
@@ -186,6 +177,8 @@ def environment(proxy_port, emulator_port):
       # TF and tensorstore both send this bearer token instead of looking for credentials (no
       # metadata-server probe, no ~/.config/gcloud).
       'GOOGLE_AUTH_TOKEN_FOR_TESTING': 'emulator', 'NO_GCE_CHECK': 'true',
+      # A failed request is retried after 0.1 s, not TF's 1 s doubling to 32 s.
+      'GCS_RETRY_CONFIG_INIT_DELAY_TIME_US': '100000', 'GCS_RETRY_CONFIG_MAX_DELAY_TIME_US': '1000000',
   }
 
 
