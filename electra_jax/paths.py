@@ -205,12 +205,13 @@ def open(path: str, mode: str = 'r', encoding=None, newline=None):
 
 
 def fsync(f):
-  """os.fsync for a local file; an object store has no such step."""
-  if not is_url(getattr(f, 'name', '')):
-    try:
-      os.fsync(f.fileno())
-    except (OSError, ValueError, io.UnsupportedOperation):
-      pass
+  """os.fsync for a local file (its errors raised, a full disk among them); an object store has no
+  such step (a file opened on a URL has no file descriptor)."""
+  try:
+    fd = f.fileno()
+  except (OSError, ValueError, io.UnsupportedOperation):
+    return
+  os.fsync(fd)
 
 
 @contextlib.contextmanager
