@@ -19,6 +19,8 @@ setuptools.setup(
         "sentencepiece>=0.2",
         "tokenizers>=0.20",
         "safetensors>=0.4",
+        # orbax asks it whether a gs:// bucket has a hierarchical namespace before it saves there
+        "google-cloud-storage>=2.0",
         "ml-collections>=1.0",
         "absl-py>=2.0",
         "numpy>=1.26",
@@ -33,7 +35,9 @@ setuptools.setup(
                  "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29", "matplotlib>=3.8",
                  # tests/test_compile_tpu.py compiles for a TPU slice on the CPU (libtpu, the
                  # version matching jax; it has wheels for Linux x86-64 only)
-                 "jax[tpu]; sys_platform == 'linux' and platform_machine == 'x86_64'"],
+                 "jax[tpu]; sys_platform == 'linux' and platform_machine == 'x86_64'",
+                 # tests/test_gcs.py: a local GCS (with tests/gcs_emulator.py's proxy)
+                 "gcp-storage-emulator>=2024.8"],
         "notebook": ["matplotlib>=3.8", "ipykernel>=6.29"],
         # TPU VMs, and --mode=compile anywhere: libtpu for the installed jax.
         "tpu": ["jax[tpu]"],

@@ -13,18 +13,18 @@ Usage: python -m electra_jax.build_data --config=configs/demo.py --workdir=DIR [
 """
 from concurrent import futures
 import dataclasses
-import glob
 import json
 import multiprocessing
 import os
 import random
-import shutil
 import sys
+import tempfile
 
 from absl import logging
 
 from electra_jax import corpus as corpus_lib
 from electra_jax import demo_corpus
+from electra_jax import paths
 from electra_jax import shard_writer
 from electra_jax import tokenization
 from electra_jax import workdir_lock
@@ -69,12 +69,12 @@ class _BufferedFiles:
 
   _FLUSH_BYTES = 64 << 20
 
-  def __init__(self, paths: list[str]):
-    self._paths = paths
-    self._buffers = [[] for _ in paths]
+  def __init__(self, file_paths: list[str]):
+    self._paths = file_paths
+    self._buffers = [[] for _ in file_paths]
     self._buffered_bytes = 0
-    for path in paths:
-      open(path, 'w', encoding='utf-8').close()
+    for path in file_paths:
+      paths.open(path, 'w', encoding='utf-8').close()
 
   def write(self, index: int, text: str):
     self._buffers[index].append(text)
@@ -85,7 +85,7 @@ class _BufferedFiles:
   def flush(self):
     for path, buffer in zip(self._paths, self._buffers):
       if buffer:
-        with open(path, 'a', encoding='utf-8') as f:
+        with paths.open(path, 'a', encoding='utf-8') as f:
           f.write(''.join(buffer))
         buffer.clear()
     self._buffered_bytes = 0
@@ -95,8 +95,8 @@ def _deal_documents(documents, tmp_dir: str, num_train: int, num_eval: int, eval
                     seed: int) -> _TextShards:
   """Writes each document to a train or eval text shard; see the module docstring for the rule."""
   shards = _TextShards(
-      train_paths=[os.path.join(tmp_dir, f'train-{i:05d}.txt') for i in range(num_train)],
-      eval_paths=[os.path.join(tmp_dir, f'eval-{i:05d}.txt') for i in range(num_eval)])
+      train_paths=[paths.join(tmp_dir, f'train-{i:05d}.txt') for i in range(num_train)],
+      eval_paths=[paths.join(tmp_dir, f'eval-{i:05d}.txt') for i in range(num_eval)])
   files = {'train': _BufferedFiles(shards.train_paths), 'eval': _BufferedFiles(shards.eval_paths)}
   shard_counts = {'train': num_train, 'eval': num_eval}
   counts = {'train': 0, 'eval': 0}
@@ -141,13 +141,14 @@ def _check_config(config):
 
 def _prepare_data_dir(data_dir: str):
   try:
-    os.makedirs(data_dir, exist_ok=True)
-    probe = os.path.join(data_dir, f'.write-test-{os.getpid()}')
-    with open(probe, 'w') as f:
+    paths.makedirs(data_dir)
+    probe = paths.join(data_dir, f'.write-test-{os.getpid()}')
+    with paths.open(probe, 'w') as f:
       f.write('ok')
-    os.remove(probe)
-  except OSError as e:
-    raise UserError(f'cannot write to data dir {data_dir}: {e.strerror or e}') from e
+    paths.remove(probe)
+  except paths.error_types() as e:
+    raise UserError(f'cannot write to data dir {data_dir}: {getattr(e, "strerror", None) or e}'
+                    ) from e
 
 
 def config_settings(config) -> dict:
@@ -173,7 +174,7 @@ def _settings(config, corpus: corpus_lib.Corpus) -> dict:
   return dict(
       config_settings(config),
       corpus_fingerprint=json.loads(json.dumps(corpus.fingerprint)),
-      vocab_fingerprint=(corpus_lib.file_fingerprint(vocab) if vocab and os.path.isfile(vocab)
+      vocab_fingerprint=(corpus_lib.file_fingerprint(vocab) if vocab and paths.isfile(vocab)
                          else []))
 
 
@@ -191,31 +192,31 @@ def _remove_stale_outputs(data_dir: str, keep: str):
 
   `keep` (the given vocabulary, which may be an earlier build's spm.model) is never deleted.
   """
-  meta_path = os.path.join(data_dir, META_FILE)
-  if os.path.exists(meta_path):
-    os.remove(meta_path)
+  meta_path = paths.join(data_dir, META_FILE)
+  if paths.exists(meta_path):
+    paths.remove(meta_path)
   for pattern in ('train-*-of-*.tfrecord*', 'eval-*-of-*.tfrecord*', f'{_SPM_PREFIX}.model',
                   f'{_SPM_PREFIX}.vocab', f'{META_FILE}.tmp*', f'{corpus_lib.DEMO_CORPUS_FILE}.tmp-*'):
-    for path in glob.glob(os.path.join(data_dir, pattern)):
-      if not keep or not os.path.samefile(path, keep):
-        os.remove(path)
-  shutil.rmtree(os.path.join(data_dir, _TMP_DIR), ignore_errors=True)
+    for path in paths.glob(paths.join(data_dir, pattern)):
+      if not keep or not paths.samefile(path, keep):
+        paths.remove(path)
+  paths.rmtree(paths.join(data_dir, _TMP_DIR))
 
 
 def _relative_to(path: str, data_dir: str) -> str:
   """`path` relative to `data_dir` when inside it (the directory can then be moved), else absolute."""
-  path, data_dir = os.path.abspath(path), os.path.abspath(data_dir)
-  return os.path.relpath(path, data_dir) if os.path.dirname(path) == data_dir else path
+  path, data_dir = paths.abspath(path), paths.abspath(data_dir)
+  return paths.basename(path) if paths.dirname(path) == data_dir else path
 
 
 def _write_meta(data_dir: str, meta: dict):
-  path = os.path.join(data_dir, META_FILE)
+  path = paths.join(data_dir, META_FILE)
   tmp_path = f'{path}.tmp{os.getpid()}'
-  with open(tmp_path, 'w') as f:
+  with paths.open(tmp_path, 'w') as f:
     json.dump(meta, f, indent=2, sort_keys=True)
     f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp_path, path)
+    paths.fsync(f)
+  paths.replace(tmp_path, path)
 
 
 def _run_tasks(tasks: list, num_processes: int) -> list[int]:
@@ -249,7 +250,7 @@ def build_pretraining_data(config, workdir: str) -> str:
   The directory is `config.data.data_dir`, or WORKDIR/data when that is ''.
   """
   _check_config(config)
-  data_dir = os.path.abspath(config.data.data_dir or os.path.join(workdir, 'data'))
+  data_dir = paths.abspath(config.data.data_dir or paths.join(workdir, 'data'))
   _prepare_data_dir(data_dir)
   corpus = corpus_lib.resolve(config.data.corpus, data_dir)
   given_tokenizer = None
@@ -294,8 +295,11 @@ def _build(config, data_dir: str, corpus, given_tokenizer, settings: dict):
   _remove_stale_outputs(data_dir, keep=config.data.vocab)
   if not corpus.spec:
     demo_corpus.write_demo_corpus(corpus.files[0])
-  tmp_dir = os.path.join(data_dir, _TMP_DIR)
-  os.makedirs(tmp_dir)
+  if paths.is_url(data_dir):  # only this host's builder and workers read the text shards
+    tmp_dir = tempfile.mkdtemp(prefix='electra_jax-text-shards-')
+  else:
+    tmp_dir = paths.join(data_dir, _TMP_DIR)
+    os.makedirs(tmp_dir)
   try:
     num_train, num_eval = config.data.num_shards, num_eval_shards(
         config.data.num_shards, config.data.eval_fraction)
@@ -310,7 +314,7 @@ def _build(config, data_dir: str, corpus, given_tokenizer, settings: dict):
     else:
       logging.info('Training a SentencePiece vocabulary of %d pieces.', config.model.vocab_size)
       model_path = tokenization.train_sentencepiece(
-          text_shards.train_paths, os.path.join(data_dir, _SPM_PREFIX), config.model.vocab_size,
+          text_shards.train_paths, paths.join(data_dir, _SPM_PREFIX), config.model.vocab_size,
           config.data.do_lower_case)
       tokenizer = tokenization.load_tokenizer(model_path)
       _check_vocab_size(tokenizer, config.model.vocab_size)
@@ -321,14 +325,14 @@ def _build(config, data_dir: str, corpus, given_tokenizer, settings: dict):
         name = shard_name(split, i, len(text_paths))
         names.append(name)
         tasks.append(shard_writer.ShardTask(
-            text_path=text_path, output_path=os.path.join(data_dir, name),
-            vocab_path=os.path.abspath(tokenizer.path), do_lower_case=config.data.do_lower_case,
+            text_path=text_path, output_path=paths.join(data_dir, name),
+            vocab_path=paths.abspath(tokenizer.path), do_lower_case=config.data.do_lower_case,
             max_seq_length=config.max_seq_length,
             rng_seed=f'{config.data.builder_seed}-{name}'))
     logging.info('Writing %d shards with %d processes.', len(tasks), config.data.num_processes)
     counts = dict(zip(names, _run_tasks(tasks, config.data.num_processes)))
   finally:
-    shutil.rmtree(tmp_dir, ignore_errors=True)
+    paths.rmtree(tmp_dir)
 
   train_counts = {n: c for n, c in counts.items() if n.startswith('train-')}
   eval_counts = {n: c for n, c in counts.items() if n.startswith('eval-')}
@@ -381,20 +385,20 @@ def load_meta(data_dir: str) -> dict:
   Paths come back absolute: `vocab_path`, `train_files`, `eval_files` and the keys of
   `train_examples_per_file` / `eval_examples_per_file`; `data_dir` is added.
   """
-  data_dir = os.path.abspath(data_dir)
-  path = os.path.join(data_dir, META_FILE)
+  data_dir = paths.abspath(data_dir)
+  path = paths.join(data_dir, META_FILE)
   incomplete = UserError(
       f'{data_dir} has no complete pre-training data ({META_FILE}); run build_data')
   try:
-    with open(path) as f:
+    with paths.open(path) as f:
       meta = json.load(f)
-  except (OSError, ValueError) as e:
+  except (*paths.error_types(), ValueError) as e:
     raise incomplete from e
   if not isinstance(meta, dict) or any(key not in meta for key in _META_KEYS):
     raise incomplete
 
   def resolve(p):
-    return os.path.join(data_dir, p)
+    return paths.join(data_dir, p)
 
   meta['data_dir'] = data_dir
   meta['vocab_path'] = resolve(meta['vocab_path'])
@@ -402,7 +406,7 @@ def load_meta(data_dir: str) -> dict:
     meta[f'{split}_files'] = [resolve(p) for p in meta[f'{split}_files']]
     meta[f'{split}_examples_per_file'] = {
         resolve(p): n for p, n in meta[f'{split}_examples_per_file'].items()}
-  if not all(os.path.isfile(p) for p in meta['train_files'] + meta['eval_files']):
+  if not all(paths.isfile(p) for p in meta['train_files'] + meta['eval_files']):
     raise incomplete
   return meta
 

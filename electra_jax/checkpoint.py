@@ -15,7 +15,6 @@
   (flax.serialization msgpack of float32 numpy arrays; `load_pretrained` reads them back.)
 """
 import json
-import os
 
 import flax
 import jax
@@ -25,6 +24,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from electra_jax import model as model_lib
+from electra_jax import paths
 from electra_jax.errors import UserError
 
 
@@ -33,7 +33,7 @@ def checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
       max_to_keep=config.keep_checkpoints,
       enable_async_checkpointing=config.async_checkpoints,
       cleanup_tmp_directories=True)
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), 'checkpoints'),
+  return ocp.CheckpointManager(paths.join(paths.abspath(workdir), 'checkpoints'),
                                options=options, item_handlers=ocp.StandardCheckpointHandler())
 
 
@@ -146,11 +146,11 @@ def _move_aside(manager: ocp.CheckpointManager, steps):
   """Renames unreadable step folders to `<step>.unreadable[.N]` (process 0), then all reload."""
   if jax.process_index() == 0:
     for step in steps:
-      path = os.path.join(manager.directory, str(step))
+      path = paths.join(manager.directory, str(step))
       target, n = f'{path}.unreadable', 1
-      while os.path.exists(target):
+      while paths.exists(target):
         target, n = f'{path}.unreadable.{n}', n + 1
-      os.rename(path, target)
+      paths.rename(path, target)
       print(f'moved the unreadable checkpoint {step} to {target}', flush=True)
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
@@ -233,13 +233,13 @@ def export_pretrained(directory: str, params, config, vocab_info: dict):
   if bad:
     raise UserError(f'the weights hold non-finite values ({bad[0]}); nothing was exported to '
                     f'{directory}')
-  os.makedirs(directory, exist_ok=True)
+  paths.makedirs(directory)
   disc, gen = split_pretrained(params, config.objective)
   for name, tree in (('discriminator', disc), ('generator', gen)):
-    tmp = os.path.join(directory, f'{name}.msgpack.tmp')
-    with open(tmp, 'wb') as f:
+    tmp = paths.join(directory, f'{name}.msgpack.tmp')
+    with paths.open(tmp, 'wb') as f:
       f.write(flax.serialization.msgpack_serialize(tree))
-    os.replace(tmp, os.path.join(directory, f'{name}.msgpack'))
+    paths.replace(tmp, paths.join(directory, f'{name}.msgpack'))
   sharing = model_lib.embedding_sharing(config.objective)
   model_config = config.model.to_dict()
   if sharing == 'gdes':  # the generator's own tables are embedding_size wide: say so
@@ -249,7 +249,7 @@ def export_pretrained(directory: str, params, config, vocab_info: dict):
   info = {'model': model_config, 'vocab': vocab_info,
           'objective': {'untied_generator_embeddings': sharing != 'shared',
                         'untied_generator': config.objective.untied_generator}}
-  with open(os.path.join(directory, 'config.json'), 'w') as f:
+  with paths.open(paths.join(directory, 'config.json'), 'w') as f:
     json.dump(info, f, indent=2)
 
 
@@ -258,15 +258,15 @@ def load_pretrained(directory: str):
 
   Generator params use the keys `embeddings`, `generator`, `generator_predictions`.
   """
-  path = os.path.join(directory, 'config.json')
-  if not os.path.exists(path):
+  path = paths.join(directory, 'config.json')
+  if not paths.exists(path):
     raise UserError(f'{directory} holds no exported electra_jax weights (no config.json)')
-  with open(path) as f:
+  with paths.open(path) as f:
     info = json.load(f)
   weights = {}
   for name in ('discriminator', 'generator'):
-    file = os.path.join(directory, f'{name}.msgpack')
-    if os.path.exists(file):
-      with open(file, 'rb') as f:
+    file = paths.join(directory, f'{name}.msgpack')
+    if paths.exists(file):
+      with paths.open(file, 'rb') as f:
         weights[name] = flax.serialization.msgpack_restore(f.read())
   return ml_collections.ConfigDict(info['model']), weights, info.get('vocab', {})

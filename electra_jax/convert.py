@@ -44,7 +44,6 @@ Flax Dense kernels are [in, out] like TF's; PyTorch Linear weights are [out, in]
 import dataclasses
 import json
 import os
-import shutil
 import sys
 
 from absl import logging
@@ -58,6 +57,7 @@ import safetensors.numpy
 from electra_jax import checkpoint
 from electra_jax import defaults
 from electra_jax import model as model_lib
+from electra_jax import paths
 from electra_jax import tokenization
 from electra_jax.errors import UserError
 
@@ -248,14 +248,14 @@ def trees_equal(a, b) -> bool:
 def vocab_info(vocab_path: str, do_lower_case: bool) -> dict:
   """The 'vocab' entry of pretrained/config.json for a vocabulary file."""
   tok = tokenization.load_tokenizer(vocab_path, do_lower_case)
-  return {'vocab_path': os.path.abspath(vocab_path), 'vocab_kind': tok.kind,
+  return {'vocab_path': paths.abspath(vocab_path), 'vocab_kind': tok.kind,
           'vocab_size': tok.vocab_size, 'do_lower_case': do_lower_case, 'pad_id': tok.pad_id,
           'unk_id': tok.unk_id, 'cls_id': tok.cls_id, 'sep_id': tok.sep_id, 'mask_id': tok.mask_id}
 
 
 def _found_vocab(directory: str, do_lower_case: bool) -> dict:
-  path = os.path.join(directory, 'vocab.txt')
-  return vocab_info(path, do_lower_case) if os.path.isfile(path) else {}
+  path = paths.join(directory, 'vocab.txt')
+  return vocab_info(path, do_lower_case) if paths.isfile(path) else {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,9 +264,9 @@ def _found_vocab(directory: str, do_lower_case: bool) -> dict:
 
 def _read_json(path: str) -> dict:
   try:
-    with open(path) as f:
+    with paths.open(path) as f:
       return json.load(f)
-  except (OSError, json.JSONDecodeError) as e:
+  except (*paths.error_types(), json.JSONDecodeError) as e:
     raise UserError(f'cannot read {path}: {e}') from None
 
 
@@ -276,28 +276,30 @@ def _read_torch_bin(path: str) -> dict:
   except ImportError:
     raise UserError(f'{path} is a PyTorch pickle, which needs torch to be read: pip install torch, '
                     'or save the model with safetensors (model.safetensors)') from None
-  state = torch.load(path, map_location='cpu', weights_only=True)
+  with paths.local_copy(path) as local:  # torch reads local files only
+    state = torch.load(local, map_location='cpu', weights_only=True)
   return {k: (v.float() if v.is_floating_point() else v).numpy() for k, v in state.items()}
 
 
 def read_hf_tensors(directory: str) -> dict:
   """{name: numpy array} of model.safetensors (sharded too) or pytorch_model.bin."""
-  single = os.path.join(directory, 'model.safetensors')
+  single = paths.join(directory, 'model.safetensors')
   index = single + '.index.json'
-  if os.path.isfile(single):
+  if paths.isfile(single):
     files = [single]
-  elif os.path.isfile(index):
+  elif paths.isfile(index):
     shards = sorted(set(_read_json(index)['weight_map'].values()))
-    files = [os.path.join(directory, s) for s in shards]
-  elif os.path.isfile(os.path.join(directory, 'pytorch_model.bin')):
-    return _read_torch_bin(os.path.join(directory, 'pytorch_model.bin'))
+    files = [paths.join(directory, s) for s in shards]
+  elif paths.isfile(paths.join(directory, 'pytorch_model.bin')):
+    return _read_torch_bin(paths.join(directory, 'pytorch_model.bin'))
   else:
     raise UserError(f'{directory} holds no HF weights (model.safetensors or pytorch_model.bin)')
   tensors = {}
   for file in files:
     try:
-      tensors.update(safetensors.numpy.load_file(file))
-    except (OSError, ValueError, safetensors.SafetensorError) as e:
+      with paths.local_copy(file) as local:  # safetensors maps local files only
+        tensors.update(safetensors.numpy.load_file(local))
+    except (*paths.error_types(), ValueError, safetensors.SafetensorError) as e:
       raise UserError(f'cannot read {file}: {e}') from None
   return tensors
 
@@ -376,10 +378,10 @@ def _with_generator(m, gen_cfg: dict, where: str):
 def _hf_dirs(path: str) -> list[str]:
   if ',' in path:
     return [p for p in path.split(',') if p]
-  if os.path.isfile(os.path.join(path, 'config.json')):
+  if paths.isfile(paths.join(path, 'config.json')):
     return [path]
-  subdirs = [os.path.join(path, k) for k in KINDS
-             if os.path.isfile(os.path.join(path, k, 'config.json'))]
+  subdirs = [paths.join(path, k) for k in KINDS
+             if paths.isfile(paths.join(path, k, 'config.json'))]
   if not subdirs:
     raise UserError(f'{path} is not a HF model dir (no config.json) and holds no discriminator/ or '
                     'generator/ model dir')
@@ -388,7 +390,7 @@ def _hf_dirs(path: str) -> list[str]:
 
 def _read_hf_model(directory: str):
   """-> (kind, config dict, tensors) of one HF ELECTRA model directory."""
-  cfg = _read_json(os.path.join(directory, 'config.json'))
+  cfg = _read_json(paths.join(directory, 'config.json'))
   _check_hf_config(cfg, directory)
   tensors = read_hf_tensors(directory)
   return _hf_kind(tensors, directory), cfg, tensors
@@ -408,8 +410,8 @@ def _import_hf_model(kind: str, expected: dict, tensors: dict, where: str) -> di
 
 
 def _hf_do_lower_case(directory: str) -> bool:
-  path = os.path.join(directory, 'tokenizer_config.json')
-  return bool(_read_json(path).get('do_lower_case', True)) if os.path.isfile(path) else True
+  path = paths.join(directory, 'tokenizer_config.json')
+  return bool(_read_json(path).get('do_lower_case', True)) if paths.isfile(path) else True
 
 
 def read_hf(path: str) -> Weights:
@@ -488,17 +490,17 @@ def _write_hf_tokenizer(directory: str, vocab: dict, max_length: int):
     logging.warning('The vocabulary (%s) is not WordPiece: no HF tokenizer files written.',
                     path or 'none recorded')
     return
-  if not os.path.isfile(path):
+  if not paths.isfile(path):
     raise UserError(f'the vocabulary {path} recorded with the weights does not exist; pass '
                     '--vocab=PATH/vocab.txt')
-  shutil.copyfile(path, os.path.join(directory, 'vocab.txt'))
+  paths.copy(path, paths.join(directory, 'vocab.txt'))
   special = {'unk_token': '[UNK]', 'sep_token': '[SEP]', 'pad_token': '[PAD]',
              'cls_token': '[CLS]', 'mask_token': '[MASK]'}
   config = {'tokenizer_class': 'ElectraTokenizer', 'do_lower_case': bool(vocab['do_lower_case']),
             'strip_accents': None, 'tokenize_chinese_chars': True, 'model_max_length': max_length,
             **special}
   for name, content in (('tokenizer_config.json', config), ('special_tokens_map.json', special)):
-    with open(os.path.join(directory, name), 'w') as f:
+    with paths.open(paths.join(directory, name), 'w') as f:
       json.dump(content, f, indent=2)
 
 
@@ -506,13 +508,14 @@ def write_hf(w: Weights, output: str) -> list[str]:
   """OUTPUT/discriminator and OUTPUT/generator as HF models; returns the dirs written."""
   written = []
   for kind in w.kinds():
-    directory = os.path.join(output, kind)
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, 'config.json'), 'w') as f:
+    directory = paths.join(output, kind)
+    paths.makedirs(directory)
+    with paths.open(paths.join(directory, 'config.json'), 'w') as f:
       json.dump(_hf_config(w.model, kind, w.vocab, w.untied_generator_embeddings), f, indent=2)
-    tmp = os.path.join(directory, 'model.safetensors.tmp')
-    safetensors.numpy.save_file(hf_tensors(getattr(w, kind)), tmp, metadata={'format': 'pt'})
-    os.replace(tmp, os.path.join(directory, 'model.safetensors'))
+    tmp = paths.join(directory, 'model.safetensors.tmp')
+    with paths.local_output(tmp) as local:
+      safetensors.numpy.save_file(hf_tensors(getattr(w, kind)), local, metadata={'format': 'pt'})
+    paths.replace(tmp, paths.join(directory, 'model.safetensors'))
     _write_hf_tokenizer(directory, w.vocab, w.model.max_position_embeddings)
     written.append(directory)
   return written
@@ -603,7 +606,7 @@ def read_tf1(path: str, num_heads: int = 0, vocab: str = '', do_lower_case: bool
           lambda p: False, path)
       used |= names
   _check_unexpected(shapes, used, lambda n: shapes[n], path)
-  directory = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+  directory = path if paths.isdir(path) else paths.dirname(paths.abspath(path))
   info = vocab_info(vocab, do_lower_case) if vocab else _found_vocab(directory, do_lower_case)
   return Weights(m, trees.get('discriminator'), trees.get('generator'), info,
                  untied_generator_embeddings=gen_emb_scope == 'generator',
@@ -615,10 +618,10 @@ def read_tf1(path: str, num_heads: int = 0, vocab: str = '', do_lower_case: bool
 
 
 def _pretrained_dir(path: str) -> str:
-  inner = os.path.join(path, 'pretrained')
-  if os.path.isdir(inner):
+  inner = paths.join(path, 'pretrained')
+  if paths.isdir(inner):
     return inner
-  if os.path.isdir(os.path.join(path, 'checkpoints')):
+  if paths.isdir(paths.join(path, 'checkpoints')):
     raise UserError(f'the workdir {path} has no pretrained/ weights yet: a run writes them when it '
                     'finishes (num_train_steps)')
   return path
@@ -630,7 +633,7 @@ def read_electra_jax(path: str) -> Weights:
   m, weights, vocab = checkpoint.load_pretrained(directory)
   if not weights:
     raise UserError(f'{directory} holds no discriminator.msgpack or generator.msgpack')
-  objective = _read_json(os.path.join(directory, 'config.json')).get('objective', {})
+  objective = _read_json(paths.join(directory, 'config.json')).get('objective', {})
   return Weights(m, weights.get('discriminator'), weights.get('generator'), vocab,
                  untied_generator_embeddings=objective.get('untied_generator_embeddings', False),
                  untied_generator=objective.get('untied_generator', True))
@@ -638,30 +641,30 @@ def read_electra_jax(path: str) -> Weights:
 
 def write_electra_jax(w: Weights, directory: str) -> list[str]:
   """The `pretrained/` format of checkpoint.export_pretrained, for whichever models `w` has."""
-  os.makedirs(directory, exist_ok=True)
+  paths.makedirs(directory)
   vocab = dict(w.vocab)
   source = vocab.get('vocab_path')
-  if source and os.path.isfile(source):  # keep the vocabulary with the weights
-    target = os.path.join(directory, os.path.basename(source))
-    if os.path.abspath(source) != os.path.abspath(target):
-      shutil.copyfile(source, target)
-    vocab['vocab_path'] = os.path.abspath(target)
+  if source and paths.isfile(source):  # keep the vocabulary with the weights
+    target = paths.join(directory, paths.basename(source))
+    if paths.abspath(source) != paths.abspath(target):
+      paths.copy(source, target)
+    vocab['vocab_path'] = paths.abspath(target)
   written = []
   for kind in KINDS:
-    file = os.path.join(directory, f'{kind}.msgpack')
+    file = paths.join(directory, f'{kind}.msgpack')
     tree = getattr(w, kind)
     if tree is None:
-      if os.path.exists(file):  # a stale model of an earlier conversion
-        os.remove(file)
+      if paths.exists(file):  # a stale model of an earlier conversion
+        paths.remove(file)
       continue
-    with open(file + '.tmp', 'wb') as f:
+    with paths.open(file + '.tmp', 'wb') as f:
       f.write(flax.serialization.msgpack_serialize(tree))
-    os.replace(file + '.tmp', file)
+    paths.replace(file + '.tmp', file)
     written.append(file)
   info = {'model': w.model.to_dict(), 'vocab': vocab,
           'objective': {'untied_generator_embeddings': w.untied_generator_embeddings,
                         'untied_generator': w.untied_generator}}
-  with open(os.path.join(directory, 'config.json'), 'w') as f:
+  with paths.open(paths.join(directory, 'config.json'), 'w') as f:
     json.dump(info, f, indent=2)
   return written
 
@@ -674,16 +677,16 @@ FORMATS = ('hf', 'tf1', 'electra_jax')
 
 def detect_format(path: str) -> str:
   """'electra_jax', 'hf' or 'tf1' from what `path` holds."""
-  if os.path.isdir(path):
-    if (any(os.path.isdir(os.path.join(path, d)) for d in ('pretrained', 'checkpoints'))
-        or any(os.path.isfile(os.path.join(path, f'{k}.msgpack')) for k in KINDS)):
+  if paths.isdir(path):
+    if (any(paths.isdir(paths.join(path, d)) for d in ('pretrained', 'checkpoints'))
+        or any(paths.isfile(paths.join(path, f'{k}.msgpack')) for k in KINDS)):
       return 'electra_jax'
-    if os.path.isfile(os.path.join(path, 'config.json')) or any(
-        os.path.isfile(os.path.join(path, k, 'config.json')) for k in KINDS):
+    if paths.isfile(paths.join(path, 'config.json')) or any(
+        paths.isfile(paths.join(path, k, 'config.json')) for k in KINDS):
       return 'hf'
-    if os.path.isfile(os.path.join(path, 'checkpoint')):
+    if paths.isfile(paths.join(path, 'checkpoint')):
       return 'tf1'
-  elif os.path.isfile(path + '.index'):
+  elif paths.isfile(path + '.index'):
     return 'tf1'
   elif ',' in path:
     return 'hf'
@@ -696,7 +699,7 @@ def read(path: str, fmt: str = '', num_heads: int = 0, vocab: str = '',
   """Reads `path` in format `fmt` ('' = detect). `vocab` replaces the vocabulary found there."""
   if not path:
     raise UserError('no checkpoint given (--input)')
-  if not os.path.exists(path) and not os.path.exists(path + '.index') and ',' not in path:
+  if not paths.exists(path) and not paths.exists(path + '.index') and ',' not in path:
     raise UserError(f'{path} does not exist')
   fmt = fmt or detect_format(path)
   if fmt == 'tf1':
@@ -760,7 +763,7 @@ def _check_heads(w: Weights, model_config, where: str):
 
 
 def _read_vocab_file(path: str):
-  with open(path, 'rb') as f:
+  with paths.open(path, 'rb') as f:
     data = f.read()
   return data.splitlines() if path.endswith('.txt') else data
 
@@ -770,7 +773,7 @@ def _check_vocab(w: Weights, data_config, data_vocab_path: str, where: str):
     logging.warning('init_checkpoint %s was trained with do_lower_case=%s, the data has %s.', where,
                     w.vocab['do_lower_case'], data_config.do_lower_case)
   theirs = w.vocab.get('vocab_path')
-  if not data_vocab_path or not theirs or not os.path.isfile(theirs):
+  if not data_vocab_path or not theirs or not paths.isfile(theirs):
     logging.info('init_checkpoint %s: no vocabulary recorded with it to compare with the data\'s.',
                  where)
     return

@@ -5,12 +5,11 @@ between documents), or 'tfds:NAME[:SPLIT]' (each example's text is a document, s
 here), or '' for the embedded demo corpus (demo_corpus.py). Nothing is downloaded.
 """
 import dataclasses
-import glob
 import hashlib
-import os
 import sys
 
 from electra_jax import demo_corpus
+from electra_jax import paths
 from electra_jax import sentences
 from electra_jax.errors import UserError
 
@@ -28,8 +27,8 @@ class Corpus:
 
 
 def file_fingerprint(path: str) -> list:
-  stat = os.stat(path)
-  return [os.path.abspath(path), stat.st_size, stat.st_mtime_ns]
+  size, mtime_ns = paths.stat(path)
+  return [paths.abspath(path), size, mtime_ns]
 
 
 def _demo_corpus_code_hash() -> str:
@@ -42,20 +41,20 @@ def _demo_corpus_code_hash() -> str:
 
 
 def _expand_corpus_entry(entry: str) -> list[str]:
-  path = os.path.expanduser(entry)
-  if os.path.isdir(path):
-    return sorted(os.path.join(path, n) for n in os.listdir(path)
-                  if not n.startswith('.') and os.path.isfile(os.path.join(path, n)))
-  if glob.has_magic(path):
-    return sorted(p for p in glob.glob(path) if os.path.isfile(p))
-  return [path] if os.path.isfile(path) else []
+  path = paths.expanduser(entry)
+  if paths.isdir(path):
+    return sorted(paths.join(path, n) for n in paths.listdir(path)
+                  if not n.startswith('.') and paths.isfile(paths.join(path, n)))
+  if paths.has_magic(path):
+    return sorted(p for p in paths.glob(path) if paths.isfile(p))
+  return [path] if paths.isfile(path) else []
 
 
 def resolve(spec: str, data_dir: str) -> Corpus:
   """Parses config.data.corpus: '' (demo corpus), 'tfds:NAME[:SPLIT]', or comma-separated files/globs."""
   spec = spec.strip()
   if not spec:
-    path = os.path.join(data_dir, DEMO_CORPUS_FILE)
+    path = paths.join(data_dir, DEMO_CORPUS_FILE)
     return Corpus(spec='', description='demo corpus (Python documentation and docstrings)',
                   files=(path,), fingerprint=('demo', sys.version, _demo_corpus_code_hash()))
   if spec.startswith('tfds:'):
@@ -84,7 +83,7 @@ def _text_file_lines(path: str):
   """Yields the stripped lines of a UTF-8 file; a non-UTF-8 or NUL byte is a UserError naming its
   offset."""
   offset = 0
-  with open(path, 'rb') as f:
+  with paths.open(path, 'rb') as f:
     for raw in f:
       try:
         line = raw.decode('utf-8')

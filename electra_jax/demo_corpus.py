@@ -16,6 +16,7 @@ import sysconfig
 
 from pydoc_data import topics as pydoc_topics
 
+from electra_jax import paths
 from electra_jax import sentences
 
 # Folders of the standard library that hold tests, tools or third-party code rather than documentation.
@@ -130,7 +131,7 @@ def write_demo_corpus(path: str) -> str:
   """Writes the demo corpus to `path` (atomically) and returns `path`."""
   tmp_path = f'{path}.tmp-{os.getpid()}'
   first = True
-  with _no_cyclic_gc(), open(tmp_path, 'w', encoding='utf-8') as f:
+  with _no_cyclic_gc(), paths.open(tmp_path, 'w', encoding='utf-8') as f:
     for doc in _documents():
       if not doc:
         continue
@@ -138,5 +139,5 @@ def write_demo_corpus(path: str) -> str:
         f.write('\n')
       f.write('\n'.join(doc) + '\n')
       first = False
-  os.replace(tmp_path, path)
+  paths.replace(tmp_path, path)
   return path

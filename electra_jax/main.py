@@ -33,6 +33,7 @@ from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-pos
 from ml_collections import config_flags
 
 from electra_jax import host_memory  # pylint: disable=g-import-not-at-top,wrong-import-position
+from electra_jax import paths  # pylint: disable=g-import-not-at-top,wrong-import-position
 from electra_jax.errors import UserError  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a configs/*.py file.',
@@ -118,6 +119,8 @@ def main(argv):
     sys.exit(f'error: {e}')
   except OSError as e:  # the machine's side: a full disk, a file that vanished, permissions
     sys.exit(f'error: {e.strerror or e}' + (f': {e.filename}' if e.filename else ''))
+  except paths.error_types() as e:  # the same from a remote file (gs://): tf.errors.OpError
+    sys.exit(f'error: {str(getattr(e, "message", e)).splitlines()[0]}')
   except KeyboardInterrupt:
     sys.exit('interrupted; rerun the same command to resume from the last checkpoint')
 

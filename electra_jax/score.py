@@ -13,7 +13,6 @@ length (multiples of 32 tokens), so a few shapes compile however many texts ther
 import dataclasses
 import functools
 import json
-import os
 import sys
 
 import jax
@@ -21,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from electra_jax import model as model_lib
+from electra_jax import paths
 from electra_jax import tokenization
 from electra_jax.errors import UserError
 
@@ -74,11 +74,11 @@ def load(model_dir: str, max_seq_length: int = 128, batch_size: int = 32, vocab:
   if weights.discriminator is None:
     raise UserError(f'{model_dir} holds no discriminator; scoring needs one')
   vocab_path = weights.vocab.get('vocab_path', '')
-  if vocab_path and not os.path.exists(vocab_path):  # a moved workdir: look next to the weights
-    for directory in (model_dir, os.path.join(model_dir, 'pretrained')):
-      if os.path.exists(os.path.join(directory, os.path.basename(vocab_path))):
-        vocab_path = os.path.join(directory, os.path.basename(vocab_path))
-  if not vocab_path or not os.path.exists(vocab_path):
+  if vocab_path and not paths.exists(vocab_path):  # a moved workdir: look next to the weights
+    for directory in (model_dir, paths.join(model_dir, 'pretrained')):
+      if paths.exists(paths.join(directory, paths.basename(vocab_path))):
+        vocab_path = paths.join(directory, paths.basename(vocab_path))
+  if not vocab_path or not paths.exists(vocab_path):
     raise UserError(f'{model_dir} names no vocabulary that exists; pass one (data.vocab)')
   tokenizer = tokenization.load_tokenizer(vocab_path, weights.vocab.get('do_lower_case',
                                                                          do_lower_case))
@@ -181,19 +181,19 @@ def run_score(config, workdir: str) -> str:
   if source == '-':
     texts = [line.rstrip('\n') for line in sys.stdin]
   else:
-    if not source or not os.path.isfile(source):
+    if not source or not paths.isfile(source):
       raise UserError(f'score.input {source!r} is not a file (one text per line, or - for stdin)')
-    with open(source, encoding='utf-8') as f:
+    with paths.open(source, encoding='utf-8') as f:
       texts = [line.rstrip('\n') for line in f]
   texts = [t for t in texts if t.strip()]
   scorer = load(config.init_checkpoint, config.max_seq_length or 128, config.eval_batch_size,
                 config.data.vocab, config.data.do_lower_case)
-  os.makedirs(workdir, exist_ok=True)
-  output = config.score.output or os.path.join(workdir, 'scores.jsonl')
-  with open(output + '.tmp', 'w') as f:
+  paths.makedirs(workdir)
+  output = config.score.output or paths.join(workdir, 'scores.jsonl')
+  with paths.open(output + '.tmp', 'w') as f:
     for row in token_scores(texts, scorer):
       f.write(json.dumps(row) + '\n')
-  os.replace(output + '.tmp', output)
+  paths.replace(output + '.tmp', output)
   print(f'scored {len(texts)} texts -> {output}', flush=True)
   return output
 
@@ -226,11 +226,11 @@ def run_zeroshot(config, workdir: str) -> dict:
              'majority_accuracy': 100.0 * max(counts.values()) / len(labelled),
              'predicted_counts': {label: sum(p['prediction'] == label for p in predictions)
                                   for label in label_words}}
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'predictions.jsonl'), 'w') as f:
+  paths.makedirs(workdir)
+  with paths.open(paths.join(workdir, 'predictions.jsonl'), 'w') as f:
     for e, p in zip(labelled, predictions):
       f.write(json.dumps({'id': e['id'], 'label': e['label'], **p}) + '\n')
-  with open(os.path.join(workdir, 'results.json'), 'w') as f:
+  with paths.open(paths.join(workdir, 'results.json'), 'w') as f:
     json.dump(results, f, indent=2)
   print(f"zero-shot accuracy {results['accuracy']:.2f} on {len(labelled)} examples "
         f"(majority class {results['majority_accuracy']:.2f})", flush=True)

@@ -10,6 +10,7 @@ import random
 
 from electra_jax import corpus
 from electra_jax import packing
+from electra_jax import paths
 from electra_jax import tokenization
 
 # Sentences tokenized per call: large enough for the Rust tokenizer's batching, small in memory.
@@ -33,7 +34,7 @@ def _tokenizer(vocab_path: str, do_lower_case: bool) -> tokenization.Tokenizer:
 
 def _documents(text_path: str):
   """Yields the documents of a text shard, each a list of sentences."""
-  with open(text_path, encoding='utf-8') as f:
+  with paths.open(text_path, encoding='utf-8') as f:
     yield from corpus.split_documents(line.strip() for line in f)
 
 
@@ -70,5 +71,5 @@ def write_shard(task: ShardTask) -> int:
       # Deterministic: feature maps otherwise serialize in an order that varies between processes.
       writer.write(tf.train.Example(features=features).SerializeToString(deterministic=True))
       count += 1
-  os.replace(tmp_path, task.output_path)
+  paths.replace(tmp_path, task.output_path)
   return count

@@ -9,14 +9,17 @@ raw text is not the mask token: special tokens enter only through the data build
 SentencePiece models are trained here (`train_sentencepiece`) with the special pieces at fixed ids:
 [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4.
 """
+import contextlib
 import os
 import re
 import sys
+import tempfile
 
 import sentencepiece as spm
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers
 
+from electra_jax import paths
 from electra_jax.errors import UserError
 
 SPECIAL_TOKENS = ('[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]')
@@ -93,8 +96,9 @@ class Tokenizer:
 
 def _load_wordpiece(path: str, do_lower_case: bool) -> Tokenizer:
   try:
-    model = models.WordPiece.from_file(
-        path, unk_token='[UNK]', max_input_chars_per_word=_MAX_WORDPIECE_CHARS)
+    with paths.local_copy(path) as local:  # the Rust side reads local files only
+      model = models.WordPiece.from_file(
+          local, unk_token='[UNK]', max_input_chars_per_word=_MAX_WORDPIECE_CHARS)
   except Exception as e:  # the Rust side raises plain Exception subclasses
     raise UserError(f'cannot read WordPiece vocabulary {path}: {e}') from e
   encoder = tokenizers.Tokenizer(model)
@@ -108,7 +112,8 @@ def _load_wordpiece(path: str, do_lower_case: bool) -> Tokenizer:
 
 def _load_sentencepiece(path: str) -> Tokenizer:
   try:
-    encoder = spm.SentencePieceProcessor(model_file=path)
+    with paths.local_copy(path) as local:
+      encoder = spm.SentencePieceProcessor(model_file=local)
   except (RuntimeError, OSError) as e:
     raise UserError(f'cannot read SentencePiece model {path}: {e}') from e
 
@@ -131,7 +136,7 @@ def load_tokenizer(path: str, do_lower_case: bool = True) -> Tokenizer:
 
   `do_lower_case` applies to WordPiece only; a SentencePiece model carries its own normalization.
   """
-  if not path or not os.path.isfile(path):
+  if not path or not paths.isfile(path):
     raise UserError(f'vocabulary file {path!r} does not exist')
   if path.endswith('.txt'):
     return _load_wordpiece(path, do_lower_case)
@@ -163,13 +168,20 @@ def train_sentencepiece(text_files: list[str], model_prefix: str, vocab_size: in
     raise UserError(f'vocab_size {vocab_size} is too small; set --config.model.vocab_size=N (N > 5)')
   spm.set_random_generator_seed(_SPM_SEED)
   try:
-    with open(os.devnull, 'w') as quiet:
+    with open(os.devnull, 'w') as quiet, contextlib.ExitStack() as files:
+      # sentencepiece reads and writes local files only: copies of remote inputs, and a local
+      # output uploaded after training when model_prefix is a URL.
+      inputs = [files.enter_context(paths.local_copy(f)) for f in text_files]
+      local_prefix = model_prefix
+      if paths.is_url(model_prefix):
+        local_prefix = os.path.join(files.enter_context(tempfile.TemporaryDirectory()),
+                                    paths.basename(model_prefix))
       # sentencepiece redirects the stderr file descriptor into `logstream`; a notebook's stderr
       # has none, and there its log goes to the kernel's own stderr instead.
       quiet_kwargs = {'logstream': quiet} if _has_fileno(sys.stderr) else {}
       spm.SentencePieceTrainer.train(
-          input=list(text_files),
-          model_prefix=model_prefix,
+          input=inputs,
+          model_prefix=local_prefix,
           vocab_size=vocab_size,
           model_type='unigram',
           character_coverage=0.9995,
@@ -183,6 +195,9 @@ def train_sentencepiece(text_files: list[str], model_prefix: str, vocab_size: in
           num_threads=_SPM_THREADS,
           minloglevel=1,  # its progress log is long; warnings and errors still show
           **quiet_kwargs)
+      if local_prefix != model_prefix:
+        for suffix in ('.model', '.vocab'):
+          paths.copy(local_prefix + suffix, model_prefix + suffix)
   except RuntimeError as e:
     message = str(e)
     if 'Vocabulary size too high' in message or 'vocab_size' in message.lower():

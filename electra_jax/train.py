@@ -13,7 +13,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import os
 import time
 from typing import Any, Callable
 
@@ -29,6 +28,7 @@ from electra_jax import input_pipeline
 from electra_jax import model as model_lib
 from electra_jax import objective
 from electra_jax import optim
+from electra_jax import paths
 from electra_jax import preemption
 from electra_jax import sharding
 from electra_jax import workdir_lock
@@ -283,7 +283,7 @@ def check_data(config, meta):
 
 def file_sha256(path: str) -> str:
   digest = hashlib.sha256()
-  with open(path, 'rb') as f:
+  with paths.open(path, 'rb') as f:
     for block in iter(lambda: f.read(1 << 20), b''):
       digest.update(block)
   return digest.hexdigest()
@@ -298,7 +298,7 @@ def run_info(config, meta=None) -> dict:
   info = {k: settings[k] for k in ('corpus', 'do_lower_case', 'max_seq_length', 'builder_seed',
                                    'num_shards', 'eval_fraction')}
   vocab = meta['vocab_path'] if meta else config.data.vocab
-  if vocab and os.path.isfile(vocab):
+  if vocab and paths.isfile(vocab):
     info['vocab_sha256'] = file_sha256(vocab)
   return info
 
@@ -340,14 +340,14 @@ class MetricsLog:
     if not self.active:
       return
     from flax.metrics import tensorboard  # pylint: disable=g-import-not-at-top
-    self.tb = tensorboard.SummaryWriter(os.path.join(workdir, 'tensorboard'))
-    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.tb = tensorboard.SummaryWriter(paths.join(workdir, 'tensorboard'))
+    self.path = paths.join(workdir, 'metrics.jsonl')
     # A resumed run rewrites what the killed run logged after its last checkpoint.
     kept = []
-    if os.path.exists(self.path):
-      with open(self.path) as f:
+    if paths.exists(self.path):
+      with paths.open(self.path) as f:
         kept = [l for l in f if _complete_row(l) and json.loads(l)['step'] <= resume_step]
-    with open(self.path, 'w') as f:
+    with paths.open(self.path, 'w') as f:
       f.writelines(kept)
 
   def write(self, kind, step, metrics, line=None):
@@ -358,7 +358,7 @@ class MetricsLog:
     for k, v in metrics.items():
       self.tb.scalar(f'{kind}/{k}', v, step)
     self.tb.flush()
-    with open(self.path, 'a') as f:
+    with paths.open(self.path, 'a') as f:
       f.write(json.dumps({'kind': kind, 'step': step, **metrics}) + '\n')
 
 
@@ -375,18 +375,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
   final train and eval metrics and the step reached; with `stopped` (the signal's name) when
   SIGTERM / SIGINT ended the run early, its last step checkpointed.
   """
-  workdir = os.path.abspath(workdir)
+  workdir = paths.abspath(workdir)
   mesh = sharding.make_mesh(config.mesh_shape)
   check_config(config, mesh.shape['data'] * mesh.shape['fsdp'])
-  if os.path.isfile(workdir):
+  if paths.isfile(workdir):
     raise UserError(f'workdir {workdir} is a file, not a folder')
   try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f'.write_test.{jax.process_index()}')  # processes share it
-    open(probe, 'w').close()
-    os.remove(probe)
-  except OSError as e:
-    raise UserError(f'cannot write to workdir {workdir}: {e.strerror}') from None
+    paths.makedirs(workdir)
+    probe = paths.join(workdir, f'.write_test.{jax.process_index()}')  # processes share it
+    paths.open(probe, 'w').close()
+    paths.remove(probe)
+  except paths.error_types() as e:
+    raise UserError(f'cannot write to workdir {workdir}: {getattr(e, "strerror", None) or e}'
+                    ) from None
   with workdir_lock.hold(workdir):  # one run per workdir
     return _train_and_evaluate(config, workdir, mesh)
 
@@ -400,7 +401,7 @@ def _train_and_evaluate(config, workdir: str, mesh) -> dict:
   if jax.process_count() == 1:
     data_dir = build_data.build_pretraining_data(config, workdir)
   else:  # every process must see the same shards: build them beforehand (mode=build_data).
-    data_dir = config.data.data_dir or os.path.join(workdir, 'data')
+    data_dir = config.data.data_dir or paths.join(workdir, 'data')
   meta = build_data.load_meta(data_dir)
   check_data(config, meta)
   info = run_info(config, meta)
@@ -425,7 +426,7 @@ def _train_and_evaluate(config, workdir: str, mesh) -> dict:
   start_step = int(state.step)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   if jax.process_index() == 0:  # only now that the checkpoint (if any) accepted this config
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    with paths.open(paths.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2))
 
   limit = nonfinite_limit(config)
@@ -502,6 +503,6 @@ def _train_and_evaluate(config, workdir: str, mesh) -> dict:
     vocab_info = {k: meta[k] for k in ('vocab_path', 'vocab_kind', 'vocab_size', 'do_lower_case',
                                        'pad_id', 'unk_id', 'cls_id', 'sep_id', 'mask_id')
                   if k in meta}
-    checkpoint.export_pretrained(os.path.join(workdir, 'pretrained'), final_params, config,
+    checkpoint.export_pretrained(paths.join(workdir, 'pretrained'), final_params, config,
                                  vocab_info)
   return {'train': train_metrics, 'eval': eval_metrics, 'step': int(state.step)}

@@ -9,6 +9,11 @@ one doesn't, another host's is refused (its pid can't be checked from here).
 
 A job of several processes (jax.distributed) is one run: its process 0 takes the lock and tells the
 others whether it got it, so all of them stop together when the folder is taken.
+
+A remote folder (gs://...) has no flock and no atomic create-if-absent that TF's filesystem offers,
+so there the lock is advisory: a live pid on this host still holds the folder, but another host's
+lock is taken over with a warning (a preempted TPU VM's successor must resume; its old lock can't be
+checked from here). Two runs on two hosts writing one remote workdir are not prevented.
 """
 import contextlib
 import errno
@@ -20,6 +25,7 @@ import time
 
 import numpy as np
 
+from electra_jax import paths
 from electra_jax.errors import UserError
 
 LOCK_FILE = 'lock'
@@ -47,9 +53,39 @@ def _pid_alive(pid) -> bool:
   return True
 
 
-def acquire(directory: str, what: str = 'workdir', name: str = LOCK_FILE) -> int:
-  """Takes DIRECTORY/NAME or raises a UserError naming its holder; returns the file descriptor."""
-  path = os.path.join(directory, name)
+def _me() -> dict:
+  return {'host': socket.gethostname(), 'pid': os.getpid(),
+          'started': time.strftime('%Y-%m-%d %H:%M:%S')}
+
+
+def _acquire_remote(directory: str, what: str, path: str) -> str:
+  """The advisory lock of a remote folder (module docstring); returns its path."""
+  try:
+    with paths.open(path, 'rb') as f:
+      holder = json.loads(f.read() or b'{}')
+  except (*paths.error_types(), ValueError):
+    holder = {}
+  holder = holder if isinstance(holder, dict) else {}
+  if holder.get('pid') not in (None, os.getpid()):
+    if holder.get('host') == socket.gethostname() and _pid_alive(holder.get('pid')):
+      raise UserError(f'{what} {directory} is in use by another run ({_describe(holder)}); wait '
+                      f'for it to end or use another folder (the lock is {path})')
+    print(f'taking over the lock of {what} {directory} from {_describe(holder)} (a remote folder '
+          'has no flock: make sure that run is gone)', flush=True)
+  try:
+    with paths.open(path, 'wb') as f:
+      f.write(json.dumps(_me()).encode() + b'\n')
+  except paths.error_types() as e:
+    raise UserError(f'cannot write to {what} {directory}: {e}') from None
+  return path
+
+
+def acquire(directory: str, what: str = 'workdir', name: str = LOCK_FILE):
+  """Takes DIRECTORY/NAME or raises a UserError naming its holder; returns the file descriptor
+  (for a remote folder, the lock file's path)."""
+  path = paths.join(directory, name)
+  if paths.is_url(path):
+    return _acquire_remote(directory, what, path)
   try:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
   except OSError as e:
@@ -69,15 +105,19 @@ def acquire(directory: str, what: str = 'workdir', name: str = LOCK_FILE) -> int
   if holder.get('pid') not in (None, os.getpid()):
     print(f'taking over the lock of {what} {directory} from a run that is gone '
           f'({_describe(holder)})', flush=True)
-  me = {'host': socket.gethostname(), 'pid': os.getpid(),
-        'started': time.strftime('%Y-%m-%d %H:%M:%S')}
   os.ftruncate(fd, 0)
-  os.pwrite(fd, json.dumps(me).encode() + b'\n', 0)
+  os.pwrite(fd, json.dumps(_me()).encode() + b'\n', 0)
   return fd
 
 
-def release(fd: int):
+def release(fd):
   """Empties the lock file (a clean end) and drops the lock."""
+  if isinstance(fd, str):  # a remote folder's lock file
+    try:
+      paths.open(fd, 'wb').close()
+    except paths.error_types():
+      pass
+    return
   try:
     os.ftruncate(fd, 0)
   except OSError:

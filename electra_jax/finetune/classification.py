@@ -13,11 +13,11 @@ Data sources:
 import csv
 import dataclasses
 import json
-import os
 import sys
 
 import numpy as np
 
+from electra_jax import paths
 from electra_jax.errors import UserError
 from electra_jax.finetune import features
 from electra_jax.finetune import metrics as metrics_lib
@@ -85,27 +85,27 @@ def glue_task(name: str) -> GlueTask | None:
 
 def _read_tsv(path):
   csv.field_size_limit(sys.maxsize)
-  with open(path, encoding='utf-8-sig', newline='') as f:  # utf-8-sig: MRPC starts with a BOM
+  with paths.open(path, encoding='utf-8-sig', newline='') as f:  # utf-8-sig: MRPC starts with a BOM
     return list(csv.reader(f, delimiter='\t', quoting=csv.QUOTE_NONE))
 
 
 def _glue_dir(data_dir, task: GlueTask):
   for folder in (task.folder, task.name, task.folder.lower()):
-    if os.path.isdir(os.path.join(data_dir, folder)):
-      return os.path.join(data_dir, folder)
+    if paths.isdir(paths.join(data_dir, folder)):
+      return paths.join(data_dir, folder)
   return data_dir
 
 
 def glue_tsv_path(task: GlueTask, data_dir: str, split: str) -> str:
   if split == 'diagnostic':  # GLUE's AX set, predicted by the MNLI model
-    return os.path.join(data_dir, 'diagnostic', 'diagnostic.tsv')
-  return os.path.join(_glue_dir(data_dir, task), f'{split}.tsv')
+    return paths.join(data_dir, 'diagnostic', 'diagnostic.tsv')
+  return paths.join(_glue_dir(data_dir, task), f'{split}.tsv')
 
 
 def read_glue_tsv(task: GlueTask, data_dir: str, split: str) -> list[dict]:
   """Examples {'id', 'text_a', 'text_b', 'label'} of one split file; test labels are None."""
   path = glue_tsv_path(task, data_dir, split)
-  if not os.path.exists(path):
+  if not paths.exists(path):
     raise UserError(f'{task.name} needs {path} (GLUE TSV layout: DATA_DIR/{task.folder}/'
                     f'{split}.tsv); set --config.data_dir')
   rows = _read_tsv(path)
@@ -172,7 +172,7 @@ def _read_table(path: str, delimiter: str):
   csv.field_size_limit(sys.maxsize)
   quoting = csv.QUOTE_NONE if delimiter == '\t' else csv.QUOTE_MINIMAL
   rows = []
-  with open(path, encoding='utf-8-sig', newline='') as f:  # utf-8-sig: a BOM is not a column
+  with paths.open(path, encoding='utf-8-sig', newline='') as f:  # utf-8-sig: a BOM is not a column
     reader = csv.reader(f, delimiter=delimiter, quoting=quoting)
     header = next(reader, [])
     start = reader.line_num + 1
@@ -188,7 +188,7 @@ def _read_table(path: str, delimiter: str):
 
 def _read_jsonl(path: str):
   rows = []
-  with open(path, encoding='utf-8') as f:
+  with paths.open(path, encoding='utf-8') as f:
     for number, line in enumerate(f, 1):
       if not line.strip():
         continue
@@ -207,7 +207,7 @@ def read_custom_file(path: str, text_a: str, text_b: str, label: str,
                      need_label: bool = False) -> list[dict]:
   """TSV / CSV with a header row, or JSONL (one object per line). Without `need_label` a file
   without the label column is a test file (its labels are None)."""
-  if not os.path.isfile(path):
+  if not paths.isfile(path):
     raise UserError(f'custom data file {path} does not exist')
   try:
     if path.endswith('.jsonl') or path.endswith('.json'):
@@ -258,7 +258,7 @@ class ClassificationTask:
     if glue is not None:
       self.name, self.glue = glue.name, glue
       use_tfds = config.data_dir == 'tfds' or (
-          not os.path.exists(os.path.join(_glue_dir(config.data_dir, glue), 'train.tsv'))
+          not paths.exists(paths.join(_glue_dir(config.data_dir, glue), 'train.tsv'))
           and bool(config.tfds_data_dir))
       read = ((lambda s: read_glue_tfds(glue, s, config.tfds_data_dir)) if use_tfds
               else (lambda s: read_glue_tsv(glue, config.data_dir, s)))
@@ -268,9 +268,9 @@ class ClassificationTask:
       test_splits = glue.test_splits + (('diagnostic',) if glue.name == 'mnli' else ())
       for s in test_splits if config.predict_test else ():
         tsv = glue_tsv_path(glue, config.data_dir, s)
-        if s == 'diagnostic' and os.path.exists(tsv):
+        if s == 'diagnostic' and paths.exists(tsv):
           splits[s] = read_glue_tsv(glue, config.data_dir, s)
-        elif s != 'diagnostic' and (use_tfds or os.path.exists(tsv)):
+        elif s != 'diagnostic' and (use_tfds or paths.exists(tsv)):
           splits[s] = read(s)
         elif s != 'diagnostic':
           print(f'{glue_tsv_path(glue, config.data_dir, s)} does not exist: no {s} predictions',
@@ -302,9 +302,9 @@ class ClassificationTask:
         labels = None
       elif c.labels_file:
         try:
-          with open(c.labels_file, encoding='utf-8') as f:
+          with paths.open(c.labels_file, encoding='utf-8') as f:
             labels = tuple(l.strip() for l in f if l.strip())
-        except (OSError, UnicodeDecodeError) as e:
+        except (*paths.error_types(), UnicodeDecodeError) as e:
           raise UserError(f'cannot read custom.labels_file {c.labels_file}: '
                           f'{getattr(e, "strerror", None) or e}') from None
       else:
@@ -371,9 +371,9 @@ class ClassificationTask:
   def write_predictions(self, split: str, predictions: dict, directory: str) -> str:
     """GLUE submission format: 'index<TAB>prediction' with the label string (a float for STS-B)."""
     name = SUBMISSION_FILES.get((self.name, split), f'{self.name}_{split}.tsv')
-    path = os.path.join(directory, name)
-    os.makedirs(directory, exist_ok=True)
-    with open(path, 'w', encoding='utf-8') as f:
+    path = paths.join(directory, name)
+    paths.makedirs(directory)
+    with paths.open(path, 'w', encoding='utf-8') as f:
       f.write('index\tprediction\n')
       for example, value in zip(self.examples[split], predictions['prediction']):
         shown = f'{float(value):.3f}' if self.head == 'regression' else self.labels[int(value)]

@@ -16,7 +16,6 @@ resumes each seed from its latest checkpoint, bit for bit (a finished seed only 
 import difflib
 import functools
 import json
-import os
 import time
 
 import flax
@@ -28,6 +27,7 @@ import optax
 
 from electra_jax import checkpoint
 from electra_jax import optim
+from electra_jax import paths
 from electra_jax import preemption
 from electra_jax import sharding
 from electra_jax import tokenization
@@ -65,10 +65,10 @@ def load_init_checkpoint(config):
   for key in ('dtype', 'kernels', 'dropout_rate', 'attention_dropout_rate'):
     model_config[key] = config.model[key]
   vocab_path = weights.vocab.get('vocab_path', '')
-  if vocab_path and not os.path.exists(vocab_path):  # the workdir moved: look next to the weights
-    for directory in (path, os.path.join(path, 'pretrained'), os.path.join(path, 'data')):
-      candidate = os.path.join(directory, os.path.basename(vocab_path))
-      if os.path.exists(candidate):
+  if vocab_path and not paths.exists(vocab_path):  # the workdir moved: look next to the weights
+    for directory in (path, paths.join(path, 'pretrained'), paths.join(path, 'data')):
+      candidate = paths.join(directory, paths.basename(vocab_path))
+      if paths.exists(candidate):
         vocab_path = candidate
         break
   if not vocab_path:
@@ -190,22 +190,22 @@ def _save_best(workdir, best, params):
     return
   for name, data in (('best.msgpack', flax.serialization.msgpack_serialize(
       jax.tree.map(np.asarray, params))), ('best.json', json.dumps(best, indent=2).encode())):
-    tmp = os.path.join(workdir, name + '.tmp')
-    with open(tmp, 'wb') as f:
+    tmp = paths.join(workdir, name + '.tmp')
+    with paths.open(tmp, 'wb') as f:
       f.write(data)
-    os.replace(tmp, os.path.join(workdir, name))
+    paths.replace(tmp, paths.join(workdir, name))
 
 
 def _load_best(workdir, like_params):
-  path = os.path.join(workdir, 'best.json')
-  if not os.path.exists(path):
+  path = paths.join(workdir, 'best.json')
+  if not paths.exists(path):
     return {'score': -float('inf'), 'step': 0, 'metrics': {}}, None
   try:
-    with open(path) as f:
+    with paths.open(path) as f:
       best = json.load(f)
-    with open(os.path.join(workdir, 'best.msgpack'), 'rb') as f:
+    with paths.open(paths.join(workdir, 'best.msgpack'), 'rb') as f:
       params = flax.serialization.from_bytes(like_params, f.read())
-  except (OSError, ValueError, KeyError, TypeError) as e:
+  except (*paths.error_types(), ValueError, KeyError, TypeError) as e:
     raise UserError(f'the best weights so far in {workdir} (best.json, best.msgpack) cannot be read '
                     f'({type(e).__name__}: {str(e)[:200]}); delete that folder to retrain this '
                     'seed') from None
@@ -219,7 +219,7 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
   `run_info`: what the weights are tied to, saved with each checkpoint and checked on resume;
   `accepted()` is called once the checkpoint (if any) was restored.
   """
-  os.makedirs(workdir, exist_ok=True)
+  paths.makedirs(workdir)
   model = ft_model.make_model(model_config, task.head, task.num_outputs, config)
   num_examples = len(task.train['input_ids'])
   batch_size = config.batch_size
@@ -333,7 +333,7 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
   # jitted call spans all devices); process 0 writes.
   written = []
   params = jax.device_put(best_params, repl)
-  out_dir = os.path.join(workdir, 'predictions')
+  out_dir = paths.join(workdir, 'predictions')
   to_write = [(task.write_predictions, split, arrays) for split, arrays in task.test_sets.items()]
   if hasattr(task, 'write_eval_predictions'):
     to_write += [(task.write_eval_predictions, split, arrays)
@@ -341,8 +341,8 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
   for write, split, arrays in to_write:
     predictions = predict(p_predict, params, arrays, eval_batch_size, mesh)
     if jax.process_index() == 0:
-      paths = write(split, predictions, out_dir)
-      written += [paths] if isinstance(paths, str) else paths
+      files = write(split, predictions, out_dir)
+      written += [files] if isinstance(files, str) else files
   return {'seed': seed, 'best_step': best['step'], 'num_train_steps': num_train_steps,
           'best': best['metrics'], 'predictions': written}
 
@@ -396,16 +396,17 @@ def run(config, workdir: str) -> dict:
 
   With `stopped` (the signal's name) in the result when SIGTERM / SIGINT ended it early.
   """
-  workdir = os.path.abspath(workdir)
+  workdir = paths.abspath(workdir)
   config = ml_collections.ConfigDict(config.to_dict())  # a copy: task defaults get filled in
   mesh = sharding.make_mesh(config.mesh_shape)
   check_config(config, mesh.shape['data'] * mesh.shape['fsdp'])
-  if os.path.isfile(workdir):
+  if paths.isfile(workdir):
     raise UserError(f'workdir {workdir} is a file, not a folder')
   try:
-    os.makedirs(workdir, exist_ok=True)
-  except OSError as e:
-    raise UserError(f'cannot write to workdir {workdir}: {e.strerror}') from None
+    paths.makedirs(workdir)
+  except paths.error_types() as e:
+    raise UserError(f'cannot write to workdir {workdir}: {getattr(e, "strerror", None) or e}'
+                    ) from None
   with workdir_lock.hold(workdir):  # one run per workdir
     return _run(config, workdir, mesh)
 
@@ -437,14 +438,14 @@ def _run(config, workdir: str, mesh) -> dict:
 
   def write_config():
     if jax.process_index() == 0:
-      with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      with paths.open(paths.join(workdir, 'config.json'), 'w') as f:
         f.write(config.to_json_best_effort(indent=2))
 
   seeds = [config.seed + i for i in range(config.num_trials)]
   per_seed = []
   for seed in seeds:
     per_seed.append(finetune_one_seed(config, task, model_config, body, seed,
-                                      os.path.join(workdir, f'seed_{seed}'), mesh, run_info,
+                                      paths.join(workdir, f'seed_{seed}'), mesh, run_info,
                                       accepted=write_config if seed == seeds[0] else lambda: None))
     if 'stopped' in per_seed[-1]:
       return {'task': task.name, 'seeds': per_seed, 'stopped': per_seed[-1]['stopped']}
@@ -457,8 +458,8 @@ def _run(config, workdir: str, mesh) -> dict:
         median.setdefault(split, {})[metric] = float(np.median(values))
   results = {'task': task.name, 'seeds': per_seed, 'median': median}
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'results.json'), 'w') as f:
+    with paths.open(paths.join(workdir, 'results.json'), 'w') as f:
       json.dump(results, f, indent=2)
     print(f'{task.name}: median over {len(seeds)} seed(s): {json.dumps(median)} '
-          f'(all in {os.path.join(workdir, "results.json")})', flush=True)
+          f'(all in {paths.join(workdir, "results.json")})', flush=True)
   return results

@@ -25,10 +25,10 @@ text}, the official script's input; '' = no answer) and, for 2.0, na_probs.json 
   best-threshold search over the unthresholded answers.
 """
 import json
-import os
 
 import numpy as np
 
+from electra_jax import paths
 from electra_jax.errors import UserError
 from electra_jax.finetune import features
 from electra_jax.finetune import metrics as metrics_lib
@@ -47,9 +47,9 @@ def encode_with_offsets(tokenizer, text: str):
 
 def read_squad(path: str) -> list[dict]:
   """-> [{'id', 'question', 'context', 'answers': [{'text', 'answer_start'}]}] in file order."""
-  if not os.path.exists(path):
+  if not paths.exists(path):
     raise UserError(f'SQuAD file {path} does not exist')
-  with open(path, encoding='utf-8') as f:
+  with paths.open(path, encoding='utf-8') as f:
     data = json.load(f)
   if 'data' not in data:
     raise UserError(f'{path} is not a SQuAD JSON file (no "data")')
@@ -69,10 +69,10 @@ def read_mrqa(path: str) -> list[dict]:
   'answers' are the detected spans (char_spans are inclusive: [start, end]), used for training;
   'gold' holds the answer strings the MRQA evaluation compares against.
   """
-  if not os.path.exists(path):
+  if not paths.exists(path):
     raise UserError(f'MRQA file {path} does not exist')
   questions = []
-  with open(path, encoding='utf-8') as f:
+  with paths.open(path, encoding='utf-8') as f:
     for n, line in enumerate(f, 1):
       record = json.loads(line) if line.strip() else {}
       if 'header' in record or not record:
@@ -125,9 +125,9 @@ class QATask:
     self.paths = {}
     for split in ('train', 'dev'):
       file = f'{split}.jsonl' if self.mrqa else f'{split}-{"v2.0" if self.version_2 else "v1.1"}.json'
-      candidates = [os.path.join(d, file) for d in (config.data_dir, os.path.join(
+      candidates = [paths.join(d, file) for d in (config.data_dir, paths.join(
           config.data_dir, 'mrqa' if self.mrqa else 'squad'))]
-      self.paths[split] = next((p for p in candidates if os.path.exists(p)), candidates[0])
+      self.paths[split] = next((p for p in candidates if paths.exists(p)), candidates[0])
     read = read_mrqa if self.mrqa else read_squad
     self.questions = {s: read(p) for s, p in self.paths.items()}
     self.windows, self.offsets = {}, {}
@@ -242,7 +242,7 @@ class QATask:
           {'id': q['id'], 'answers': [{'text': g} for g in q['gold']]}
           for q in self.questions[split]]}]}]
     else:
-      with open(self.paths[split], encoding='utf-8') as f:
+      with paths.open(self.paths[split], encoding='utf-8') as f:
         dataset = json.load(f)
     if self.version_2:  # the official script given --na-prob-file and --na-prob-thresh
       result = metrics_lib.squad_v2(dataset, answers, na_probs, self.config.qa.na_threshold)
@@ -256,14 +256,14 @@ class QATask:
     return self.write_eval_predictions(split, predictions, directory)[0]
 
   def write_eval_predictions(self, split, predictions, directory) -> list:
-    os.makedirs(directory, exist_ok=True)
+    paths.makedirs(directory)
     answers, na_probs = self.decode(split, predictions)
     answers = self.final_answers(answers, na_probs)
-    written = [os.path.join(directory, 'predictions.json')]
-    with open(written[0], 'w', encoding='utf-8') as f:
+    written = [paths.join(directory, 'predictions.json')]
+    with paths.open(written[0], 'w', encoding='utf-8') as f:
       json.dump(answers, f, indent=2, ensure_ascii=False)
     if self.version_2:
-      written.append(os.path.join(directory, 'na_probs.json'))
-      with open(written[1], 'w') as f:
+      written.append(paths.join(directory, 'na_probs.json'))
+      with paths.open(written[1], 'w') as f:
         json.dump(na_probs, f, indent=2)
     return written

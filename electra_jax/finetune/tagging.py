@@ -13,10 +13,10 @@ Each word is tokenized on its own; its tag is predicted at its first sub-token (
 trained on). Words past max_seq_length - 2 sub-tokens are predicted 'O' (the whole gold sentence
 still counts, so truncation costs recall).
 """
-import os
 
 import numpy as np
 
+from electra_jax import paths
 from electra_jax.errors import UserError
 from electra_jax.finetune import features
 from electra_jax.finetune import metrics as metrics_lib
@@ -24,10 +24,10 @@ from electra_jax.finetune import metrics as metrics_lib
 
 def read_conll(path: str, label_column: int = -1) -> list[tuple[list, list]]:
   """-> [(words, tags)] per sentence."""
-  if not os.path.exists(path):
+  if not paths.exists(path):
     raise UserError(f'tagging data file {path} does not exist')
   sentences, words, tags = [], [], []
-  with open(path, encoding='utf-8') as f:
+  with paths.open(path, encoding='utf-8') as f:
     for n, line in enumerate(f, 1):
       fields = line.split()
       if not fields or fields[0] == '-DOCSTART-':
@@ -65,9 +65,9 @@ def to_bio(tags):
 
 
 def _data_file(config, split):
-  for directory in (os.path.join(config.data_dir, config.task), config.data_dir):
-    path = os.path.join(directory, f'{split}.txt')
-    if os.path.exists(path):
+  for directory in (paths.join(config.data_dir, config.task), config.data_dir):
+    path = paths.join(directory, f'{split}.txt')
+    if paths.exists(path):
       return path
   return None
 
@@ -159,9 +159,9 @@ class TaggingTask:
 
   def write_predictions(self, split: str, predictions: dict, directory: str) -> str:
     """conlleval input: 'word gold predicted' per line, a blank line between sentences."""
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, f'{self.name}_{split}.txt')
-    with open(path, 'w', encoding='utf-8') as f:
+    paths.makedirs(directory)
+    path = paths.join(directory, f'{self.name}_{split}.txt')
+    with paths.open(path, 'w', encoding='utf-8') as f:
       for (words, gold), predicted in zip(self.sentences[split],
                                           self.predicted_tags(split, predictions)):
         f.writelines(f'{w} {g} {p}\n' for w, g, p in zip(words, gold, predicted))
