@@ -139,18 +139,6 @@ def _check_config(config):
     raise UserError(f'data.eval_fraction must be in [0, 1), got {config.data.eval_fraction}')
 
 
-def _prepare_data_dir(data_dir: str):
-  try:
-    paths.makedirs(data_dir)
-    probe = paths.join(data_dir, f'.write-test-{os.getpid()}')
-    with paths.open(probe, 'w') as f:
-      f.write('ok')
-    paths.remove(probe)
-  except paths.error_types() as e:
-    raise UserError(f'cannot write to data dir {data_dir}: {getattr(e, "strerror", None) or e}'
-                    ) from e
-
-
 def config_settings(config) -> dict:
   """The settings the shards depend on that the config alone says (no file is read)."""
   return {
@@ -251,7 +239,7 @@ def build_pretraining_data(config, workdir: str) -> str:
   """
   _check_config(config)
   data_dir = paths.abspath(config.data.data_dir or paths.join(workdir, 'data'))
-  _prepare_data_dir(data_dir)
+  paths.make_writable_dir(data_dir, 'data dir')
   corpus = corpus_lib.resolve(config.data.corpus, data_dir)
   given_tokenizer = None
   if config.data.vocab:

@@ -12,6 +12,7 @@ import io
 import os
 import posixpath
 import shutil
+import socket
 import sys
 import tempfile
 
@@ -91,6 +92,23 @@ def makedirs(path: str):
     _gfile().makedirs(path)
   else:
     os.makedirs(path, exist_ok=True)
+
+
+def make_writable_dir(path: str, what: str):
+  """Creates folder `path` if needed and writes and removes a probe file there, so that a folder
+  that cannot be written is one error line (naming it as `what`) before any work starts."""
+  from electra_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  if isfile(path):
+    raise UserError(f'{what} {path} is a file, not a folder')
+  try:
+    makedirs(path)
+    probe = join(path, f'.write-test-{socket.gethostname()}-{os.getpid()}')  # processes share it
+    with open(probe, 'w') as f:
+      f.write('ok')
+    remove(probe)
+  except error_types() as e:
+    raise UserError(f'cannot write to {what} {path}: {getattr(e, "strerror", None) or e}'
+                    ) from None
 
 
 def remove(path: str):

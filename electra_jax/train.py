@@ -12,7 +12,6 @@ SIGINT end the run at a step boundary with a checkpoint (preemption.py); one run
 import dataclasses
 import functools
 import hashlib
-import json
 import time
 from typing import Any, Callable
 
@@ -25,6 +24,7 @@ import optax
 from electra_jax import build_data
 from electra_jax import checkpoint
 from electra_jax import input_pipeline
+from electra_jax import metrics_log
 from electra_jax import model as model_lib
 from electra_jax import objective
 from electra_jax import optim
@@ -320,48 +320,6 @@ def check_finite(nonfinite, limit: int, manager) -> int:
                   f'the last good step was saved ({saved}). Lower optim.learning_rate{hint}')
 
 
-def _complete_row(line: str) -> bool:
-  """False for the half-written last line a killed run can leave behind."""
-  try:
-    json.loads(line)
-    return line.endswith('\n')
-  except ValueError:
-    return False
-
-
-class MetricsLog:
-  """Progress lines on the console, scalars to TensorBoard, and metrics.jsonl (process 0 only).
-
-  Also used by fine-tuning (one per seed). A resumed run keeps only rows up to `resume_step`.
-  """
-
-  def __init__(self, workdir, resume_step):
-    self.active = jax.process_index() == 0
-    if not self.active:
-      return
-    from flax.metrics import tensorboard  # pylint: disable=g-import-not-at-top
-    self.tb = tensorboard.SummaryWriter(paths.join(workdir, 'tensorboard'))
-    self.path = paths.join(workdir, 'metrics.jsonl')
-    # A resumed run rewrites what the killed run logged after its last checkpoint.
-    kept = []
-    if paths.exists(self.path):
-      with paths.open(self.path) as f:
-        kept = [l for l in f if _complete_row(l) and json.loads(l)['step'] <= resume_step]
-    with paths.open(self.path, 'w') as f:
-      f.writelines(kept)
-
-  def write(self, kind, step, metrics, line=None):
-    if not self.active:
-      return
-    if line:
-      print(line, flush=True)
-    for k, v in metrics.items():
-      self.tb.scalar(f'{kind}/{k}', v, step)
-    self.tb.flush()
-    with paths.open(self.path, 'a') as f:
-      f.write(json.dumps({'kind': kind, 'step': step, **metrics}) + '\n')
-
-
 def _eta(seconds):
   seconds = int(seconds)
   return f'{seconds // 3600}h{seconds // 60 % 60:02d}m' if seconds >= 3600 else \
@@ -378,16 +336,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   workdir = paths.abspath(workdir)
   mesh = sharding.make_mesh(config.mesh_shape)
   check_config(config, mesh.shape['data'] * mesh.shape['fsdp'])
-  if paths.isfile(workdir):
-    raise UserError(f'workdir {workdir} is a file, not a folder')
-  try:
-    paths.makedirs(workdir)
-    probe = paths.join(workdir, f'.write_test.{jax.process_index()}')  # processes share it
-    paths.open(probe, 'w').close()
-    paths.remove(probe)
-  except paths.error_types() as e:
-    raise UserError(f'cannot write to workdir {workdir}: {getattr(e, "strerror", None) or e}'
-                    ) from None
+  paths.make_writable_dir(workdir, 'workdir')
   with workdir_lock.hold(workdir):  # one run per workdir
     return _train_and_evaluate(config, workdir, mesh)
 
@@ -431,7 +380,7 @@ def _train_and_evaluate(config, workdir: str, mesh) -> dict:
 
   limit = nonfinite_limit(config)
 
-  log = MetricsLog(workdir, start_step)
+  log = metrics_log.MetricsLog(workdir, start_step)
   log.write('info', start_step, {'num_params': float(num_params)},
             f'electra_jax: {num_params / 1e6:.2f}M params, {jax.device_count()} devices '
             f'({jax.devices()[0].platform}), mesh {dict(mesh.shape)}, '

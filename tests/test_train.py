@@ -20,6 +20,7 @@ from electra_jax import build_data
 from electra_jax import checkpoint
 from electra_jax import input_pipeline
 from electra_jax import main as main_lib
+from electra_jax import metrics_log
 from electra_jax import model as model_lib
 from electra_jax import train
 from electra_jax.errors import UserError
@@ -66,7 +67,7 @@ def config_for(data_dir, corpus_dir=None, **overrides):
 
 def read_metrics(workdir, kind='train'):
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    rows = [json.loads(l) for l in f if train._complete_row(l)]  # a killed run may cut a line
+    rows = [json.loads(l) for l in f if metrics_log.complete_row(l)]  # a killed run may cut a line
   return {r['step']: r for r in rows if r['kind'] == kind}
 
 

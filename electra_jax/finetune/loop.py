@@ -2,7 +2,7 @@
 
 One readable loop (`finetune_one_seed`) on the pre-training core: model.Embeddings/Transformer under
 the pre-training names, optim.make_optimizer with layer-wise LR decay, the mesh from sharding.py,
-train.MetricsLog for console/TensorBoard/metrics.jsonl. The jitted step is pure:
+metrics_log.MetricsLog for console/TensorBoard/metrics.jsonl. The jitted step is pure:
 (state, batch, rng) -> (state, metrics), with dropout rng = fold_in(rng, step); the batch at step N
 is a fixed function of (seed, N), so a run is reproducible.
 
@@ -26,6 +26,7 @@ import numpy as np
 import optax
 
 from electra_jax import checkpoint
+from electra_jax import metrics_log
 from electra_jax import optim
 from electra_jax import paths
 from electra_jax import preemption
@@ -269,7 +270,7 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
   start_step = int(state.step)
   accepted()  # the checkpoint (if any) took this config: now it may be written down
 
-  log = train_lib.MetricsLog(workdir, start_step)
+  log = metrics_log.MetricsLog(workdir, start_step)
   log.write('info', start_step, {'num_train_steps': float(num_train_steps)},
             f'{task.name} seed {seed}: {num_examples} train examples, {num_train_steps} steps '
             f'({epochs:.3g} epochs of batch {batch_size}), eval every {eval_every} steps'
@@ -400,13 +401,7 @@ def run(config, workdir: str) -> dict:
   config = ml_collections.ConfigDict(config.to_dict())  # a copy: task defaults get filled in
   mesh = sharding.make_mesh(config.mesh_shape)
   check_config(config, mesh.shape['data'] * mesh.shape['fsdp'])
-  if paths.isfile(workdir):
-    raise UserError(f'workdir {workdir} is a file, not a folder')
-  try:
-    paths.makedirs(workdir)
-  except paths.error_types() as e:
-    raise UserError(f'cannot write to workdir {workdir}: {getattr(e, "strerror", None) or e}'
-                    ) from None
+  paths.make_writable_dir(workdir, 'workdir')
   with workdir_lock.hold(workdir):  # one run per workdir
     return _run(config, workdir, mesh)
 
