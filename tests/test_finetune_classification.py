@@ -161,11 +161,12 @@ def test_layerwise_factors_scale_the_whole_update():
 
 def test_pretrained_weights_drop_in(pretrained_dir):
   config = finetune_config(init_checkpoint=os.path.dirname(pretrained_dir),  # the workdir works
-                          **{'model.dropout_rate': 0.25})
+                          **{'model.dropout_rate': 0.25, 'model.remat': True})
   model_config, body, vocab_path, _ = loop.load_init_checkpoint(config)
   assert vocab_path == VOCAB and set(body) == {'embeddings', 'discriminator'}
-  # Dropout is the fine-tuning run's (the checkpoint was pre-trained with 0.1).
+  # Dropout and remat are the fine-tuning run's (the checkpoint was pre-trained with 0.1, no remat).
   assert model_config.dropout_rate == 0.25 and model_config.attention_dropout_rate == 0.1
+  assert model_config.remat
   model = ft_model.FinetuneModel(model_config, 'classification', 2)
   params = loop.load_body(ft_model.init_params(model, jax.random.key(1)), body)
   np.testing.assert_array_equal(params['discriminator']['layer_1']['query']['kernel'],
