@@ -32,7 +32,7 @@ import orbax.checkpoint as ocp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from electra_jax import build_data, input_pipeline, model as model_lib, objective  # pylint: disable=g-import-not-at-top
+from electra_jax import build_data, defaults, input_pipeline, model as model_lib, objective  # pylint: disable=g-import-not-at-top
 from learning_probe import auc, token_only_auc  # pylint: disable=g-import-not-at-top
 
 _ELECTRA = flags.DEFINE_string('electra', None, 'An ELECTRA pre-training workdir.', required=True)
@@ -44,7 +44,7 @@ _TEMPERATURES = flags.DEFINE_list('temperatures', ['2', '1'], 'Sampling temperat
 
 def load(workdir: str, step: int):
   with open(os.path.join(workdir, 'config.json')) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+    config = ml_collections.ConfigDict(defaults.upgrade(json.load(f)))  # an old one too
   path = os.path.join(workdir, 'checkpoints', str(step), 'default')
   params = ocp.StandardCheckpointer().restore(path)['params']
   return config, model_lib.make_pretrainer(config), params

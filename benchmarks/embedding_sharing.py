@@ -3,7 +3,7 @@ detection, on the demo config and the embedded corpus.
 
   python benchmarks/embedding_sharing.py --workdir=/tmp/electra_sharing [--seeds=3]
 
-For each of objective.embedding_sharing = 'shared' (ELECTRA) and 'gdes' (DeBERTaV3) and each seed,
+For each of model.embedding_sharing = 'shared' (ELECTRA) and 'gdes' (DeBERTaV3) and each seed,
 pre-trains configs/demo.py (the same steps), then reports the held-out discriminator AUC, the
 dev accuracy of fine-tuning on `family`, and zero-shot accuracy on `family` (score.py) against the
 majority class. The medians over seeds are printed in one table.
@@ -118,7 +118,7 @@ def main(argv):
       config = demo.get_config()
       config.seed = seed
       config.num_train_steps = _STEPS.value or config.num_train_steps
-      config.objective.embedding_sharing = sharing
+      config.model.embedding_sharing = sharing
       config.data.data_dir = os.path.join(workdir, 'data')  # one build for every run
       run = os.path.join(workdir, f'{sharing}_{seed}')
       result = train.train_and_evaluate(config, run)

@@ -144,7 +144,7 @@ def arm_config(config, arm: str):
   c = ml_collections.ConfigDict(config.to_dict())
   if arm == 'mlm':  # BERT without NSP: the discriminator-size transformer is the masked LM
     c.objective.electra_objective = False
-    c.objective.untied_generator = False
+    c.model.untied_generator = False
     c.model.generator_fraction = 1.0
   return c
 

@@ -80,12 +80,12 @@ def group_norms(grads) -> dict:
 
 def main(argv):
   del argv
-  from electra_jax import build_data, checkpoint, input_pipeline, model as model_lib  # pylint: disable=g-import-not-at-top
+  from electra_jax import build_data, checkpoint, defaults, input_pipeline, model as model_lib  # pylint: disable=g-import-not-at-top
   from electra_jax import objective, optim, train  # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   workdir = os.path.abspath(_WORKDIR.value)
   with open(os.path.join(workdir, 'config.json')) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+    config = ml_collections.ConfigDict(defaults.upgrade(json.load(f)))  # an old one too
   meta = build_data.load_meta(config.data.data_dir or os.path.join(workdir, 'data'))
   special = objective.SpecialIds(meta['pad_id'], meta['cls_id'], meta['sep_id'], meta['mask_id'])
   o = config.objective

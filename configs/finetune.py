@@ -46,17 +46,21 @@ from electra_jax import defaults
 
 
 def get_config():
-  c = defaults.get_default_config()
+  # Only what fine-tuning, --mode=score and --mode=zeroshot read: a pre-training key (objective.*,
+  # data.corpus, optim.warmup_steps, ...) is an unknown key here.
+  c = ml_collections.ConfigDict()
   c.task = 'mnli'
   c.data_dir = ''  # the task's files (see above); 'tfds' for TFDS glue
   c.tfds_data_dir = ''  # TFDS data_dir holding prepared glue/<task> ('' = TFDS default)
+  c.init_checkpoint = ''  # the pre-trained model (see above); '' = random init
+  c.seed = 0  # of the first trial
   c.batch_size = 32
   c.eval_batch_size = 64
   c.max_seq_length = 0  # 0 = the task's default (128; chunk 256; SQuAD/MRQA 512)
   c.num_train_epochs = 0.0  # 0 = the task's default (3; RTE and STS-B 10; SQuAD 2)
   c.num_train_steps = 0  # > 0 overrides the epochs
-  # Warmup steps = this x the run's steps, kept fractional as the original (optim.warmup_steps is
-  # unused). Steps = (train examples // batch_size) x epochs, rounded down, as the original.
+  # Warmup steps = this x the run's steps, kept fractional as the original. Steps = (train
+  # examples // batch_size) x epochs, rounded down, as the original.
   c.warmup_proportion = 0.1
   # lr x decay ** (depth from the top). 'original' (the original code, which still counts the
   # removed pooler): head 1, top layer decay ** 2, ..., embeddings decay ** (L + 2); 'correct':
@@ -70,12 +74,26 @@ def get_config():
   c.eval_every_steps = 0  # 0 = once per epoch (and at the end); the best dev score is kept
   c.log_every_steps = 50
   c.keep_checkpoints = 1  # train-state checkpoints (at every eval) kept per seed, for resuming
+  c.async_checkpoints = True  # written in the background
   c.swap_augment = True  # MRPC and STS-B also train on (B, A), as the original
   c.predict_test = True  # write test-set predictions (GLUE submission files) with the best weights
-  c.optim.learning_rate = 1e-4
+  c.mesh_shape = (-1, 1, 1)  # (data, fsdp, tensor): the batch is split over data x fsdp
+  # Non-finite steps, as in pre-training (electra_jax/defaults.py): 'stop' or 'skip_step'.
+  c.nan_policy = 'stop'
+  c.max_consecutive_nonfinite = 10
+
+  c.data = ml_collections.ConfigDict()
+  c.data.vocab = ''  # replaces the vocabulary recorded with init_checkpoint; needed without one
+  c.data.do_lower_case = True  # data.vocab's casing (and a checkpoint's that records none)
+
+  # The transformer (electra_jax/defaults.py). With init_checkpoint its sizes are the checkpoint's;
+  # dtype, kernels, remat and dropout are this run's.
+  c.model = defaults.model_config(pretraining=False)
   # Fine-tuning dropout, whatever the checkpoint was pre-trained with (the original's 0.1).
   c.model.dropout_rate = 0.1
   c.model.attention_dropout_rate = 0.1
+  c.optim = defaults.optim_config(pretraining=False)
+  c.optim.learning_rate = 1e-4
   # 'electra' (the original): linear decay from step 0 times min(1, step / warmup), overlapping;
   # 'warmup_linear': warmup, then linear decay.
   c.optim.schedule = 'electra'

@@ -8,7 +8,9 @@
   or out of disk space mid-save leaves no checkpoint that looks complete. A state holding a NaN or
   infinity is never saved or exported.
 - `WORKDIR/pretrained/`: the final weights in a form to load elsewhere (fine-tuning, conversion):
-    config.json                     model config, tying switches and vocabulary info
+    config.json                     model config (with how the generator is tied) and vocabulary
+                                    info; files of before the tying switches moved to `model`
+                                    are read in today's layout (defaults.upgrade)
     discriminator.msgpack           {embeddings, discriminator, discriminator_predictions}
     generator.msgpack               {embeddings | generator_embeddings, generator,
                                      generator_predictions}
@@ -23,6 +25,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from electra_jax import defaults
 from electra_jax import model as model_lib
 from electra_jax import paths
 from electra_jax.errors import UserError
@@ -204,13 +207,13 @@ def finish(manager: ocp.CheckpointManager):
 DISCRIMINATOR_KEYS = ('embeddings', 'discriminator', 'discriminator_predictions')
 
 
-def split_pretrained(params, objective_config):
+def split_pretrained(params, model_config):
   """Full pre-training params -> (discriminator params, generator params), each standalone.
 
   With embedding_sharing='gdes' the discriminator's word and position tables are written as used:
   the generator's plus E_delta, so the export is a plain ELECTRA discriminator.
   """
-  sharing = model_lib.embedding_sharing(objective_config)
+  sharing = model_lib.embedding_sharing(model_config)
   disc = {k: params[k] for k in DISCRIMINATOR_KEYS}
   if sharing == 'gdes':
     emb = dict(disc['embeddings'])
@@ -219,7 +222,7 @@ def split_pretrained(params, objective_config):
                                  + params['generator_embeddings'][table]['embedding']}
     disc['embeddings'] = emb
   gen_emb = 'embeddings' if sharing == 'shared' else 'generator_embeddings'
-  gen_body = 'generator' if objective_config.untied_generator else 'discriminator'
+  gen_body = 'generator' if model_config.untied_generator else 'discriminator'
   gen = {'embeddings': params[gen_emb], 'generator': params[gen_body],
          'generator_predictions': params['generator_predictions']}
   return disc, gen
@@ -234,21 +237,22 @@ def export_pretrained(directory: str, params, config, vocab_info: dict):
     raise UserError(f'the weights hold non-finite values ({bad[0]}); nothing was exported to '
                     f'{directory}')
   paths.makedirs(directory)
-  disc, gen = split_pretrained(params, config.objective)
+  disc, gen = split_pretrained(params, config.model)
   for name, tree in (('discriminator', disc), ('generator', gen)):
     tmp = paths.join(directory, f'{name}.msgpack.tmp')
     with paths.open(tmp, 'wb') as f:
       f.write(flax.serialization.msgpack_serialize(tree))
     paths.replace(tmp, paths.join(directory, f'{name}.msgpack'))
-  sharing = model_lib.embedding_sharing(config.objective)
-  model_config = config.model.to_dict()
-  if sharing == 'gdes':  # the generator's own tables are embedding_size wide: say so
+  # The model of the files: with gdes the generator's own tables (embedding_size wide: say so)
+  # beside the discriminator's summed ones, i.e. 'separate'.
+  sharing = model_lib.embedding_sharing(config.model)
+  model_config = dict(config.model.to_dict(), untied_generator_embeddings=False,
+                      embedding_sharing='shared' if sharing == 'shared' else 'separate')
+  if sharing == 'gdes':
     width = config.model.embedding_size
     model_config['generator_embedding_size'] = (
         0 if width == model_lib.generator_size(config.model).hidden_size else width)
-  info = {'model': model_config, 'vocab': vocab_info,
-          'objective': {'untied_generator_embeddings': sharing != 'shared',
-                        'untied_generator': config.objective.untied_generator}}
+  info = {'model': model_config, 'vocab': vocab_info}
   with paths.open(paths.join(directory, 'config.json'), 'w') as f:
     json.dump(info, f, indent=2)
 
@@ -256,7 +260,9 @@ def export_pretrained(directory: str, params, config, vocab_info: dict):
 def load_pretrained(directory: str):
   """-> (model ConfigDict, {'discriminator': params, 'generator': params}, vocab info dict).
 
-  Generator params use the keys `embeddings`, `generator`, `generator_predictions`.
+  Generator params use the keys `embeddings`, `generator`, `generator_predictions`. The model
+  config says how the generator is tied (model.embedding_sharing, model.untied_generator), also
+  for an export of before those moved there from 'objective' (defaults.upgrade).
   """
   path = paths.join(directory, 'config.json')
   if not paths.exists(path):
@@ -269,4 +275,5 @@ def load_pretrained(directory: str):
     if paths.exists(file):
       with paths.open(file, 'rb') as f:
         weights[name] = flax.serialization.msgpack_restore(f.read())
+  info = defaults.upgrade(info)
   return ml_collections.ConfigDict(info['model']), weights, info.get('vocab', {})

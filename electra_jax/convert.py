@@ -98,18 +98,24 @@ _TF1_IGNORED = ('global_step',)
 class Weights:
   """A pre-trained ELECTRA in electra_jax's form, whatever it was read from.
 
-  model: the electra_jax model config (`config.model`).
+  model: the electra_jax model config (`config.model`), with how the generator is tied:
+    model.embedding_sharing 'shared' or 'separate' (the generator has its own embedding tables)
+    and model.untied_generator (False when the generator IS the discriminator's transformer).
   discriminator / generator: standalone params (`KIND_KEYS`), or None where the source had none.
   vocab: vocabulary info as in pretrained/config.json ('vocab_path', 'vocab_kind', ...), or {}.
-  untied_generator_embeddings: the generator has its own embedding tables.
-  untied_generator: False when the generator IS the discriminator's transformer.
   """
   model: ml_collections.ConfigDict
   discriminator: dict | None
   generator: dict | None
   vocab: dict
-  untied_generator_embeddings: bool = False
-  untied_generator: bool = True
+
+  @property
+  def untied_generator_embeddings(self) -> bool:
+    return model_lib.embedding_sharing(self.model) != 'shared'
+
+  @property
+  def untied_generator(self) -> bool:
+    return self.model.get('untied_generator', True)
 
   def kinds(self):
     return [k for k in KINDS if getattr(self, k) is not None]
@@ -331,7 +337,7 @@ def _check_hf_config(cfg: dict, directory: str):
 
 def _model_config_from_hf(cfg: dict):
   """An electra_jax model config whose discriminator is the HF model of `cfg`."""
-  m = defaults.get_default_config().model
+  m = defaults.model_config()
   m.vocab_size = _hf_value(cfg, 'vocab_size')
   m.embedding_size = _hf_value(cfg, 'embedding_size')
   m.hidden_size = _hf_value(cfg, 'hidden_size')
@@ -437,9 +443,9 @@ def read_hf(path: str) -> Weights:
   first_dir = models.get('discriminator', models.get('generator'))[0]
   w = Weights(m, trees.get('discriminator'), trees.get('generator'),
               _found_vocab(first_dir, _hf_do_lower_case(first_dir)))
-  if w.discriminator and w.generator:
-    w.untied_generator_embeddings = own_width or not trees_equal(w.discriminator['embeddings'],
-                                                                 w.generator['embeddings'])
+  if w.discriminator and w.generator and (own_width or not trees_equal(
+      w.discriminator['embeddings'], w.generator['embeddings'])):
+    w.model.embedding_sharing = 'separate'
   return w
 
 
@@ -551,7 +557,7 @@ def _tf1_layers(shapes: dict, scope: str) -> int:
 
 def _model_config_from_tf1(shapes: dict, gen_scope: str, num_heads: int, where: str):
   """Sizes from the variable shapes; heads (not stored) from `num_heads` or hidden // 64."""
-  m = defaults.get_default_config().model
+  m = defaults.model_config()
   emb = 'electra/embeddings'
   m.vocab_size, m.embedding_size = _tf1_shape(shapes, f'{emb}/word_embeddings', where)
   m.max_position_embeddings = _tf1_shape(shapes, f'{emb}/position_embeddings', where)[0]
@@ -590,6 +596,8 @@ def read_tf1(path: str, num_heads: int = 0, vocab: str = '', do_lower_case: bool
                else 'electra')
   gen_emb_scope = ('generator' if 'generator/embeddings/word_embeddings' in shapes else 'electra')
   m = _model_config_from_tf1(shapes, gen_scope, num_heads, path)
+  m.embedding_sharing = 'separate' if gen_emb_scope == 'generator' else 'shared'
+  m.untied_generator = gen_scope == 'generator'
   if gen_emb_scope == 'generator':  # the generator's own tables: as wide as it (the original)?
     width = _tf1_shape(shapes, 'generator/embeddings/word_embeddings', path)[1]
     if width != model_lib.generator_size(m).hidden_size:
@@ -608,9 +616,7 @@ def read_tf1(path: str, num_heads: int = 0, vocab: str = '', do_lower_case: bool
   _check_unexpected(shapes, used, lambda n: shapes[n], path)
   directory = path if paths.isdir(path) else paths.dirname(paths.abspath(path))
   info = vocab_info(vocab, do_lower_case) if vocab else _found_vocab(directory, do_lower_case)
-  return Weights(m, trees.get('discriminator'), trees.get('generator'), info,
-                 untied_generator_embeddings=gen_emb_scope == 'generator',
-                 untied_generator=gen_scope == 'generator')
+  return Weights(m, trees.get('discriminator'), trees.get('generator'), info)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -633,10 +639,7 @@ def read_electra_jax(path: str) -> Weights:
   m, weights, vocab = checkpoint.load_pretrained(directory)
   if not weights:
     raise UserError(f'{directory} holds no discriminator.msgpack or generator.msgpack')
-  objective = _read_json(paths.join(directory, 'config.json')).get('objective', {})
-  return Weights(m, weights.get('discriminator'), weights.get('generator'), vocab,
-                 untied_generator_embeddings=objective.get('untied_generator_embeddings', False),
-                 untied_generator=objective.get('untied_generator', True))
+  return Weights(m, weights.get('discriminator'), weights.get('generator'), vocab)
 
 
 def write_electra_jax(w: Weights, directory: str) -> list[str]:
@@ -661,9 +664,7 @@ def write_electra_jax(w: Weights, directory: str) -> list[str]:
       f.write(flax.serialization.msgpack_serialize(tree))
     paths.replace(file + '.tmp', file)
     written.append(file)
-  info = {'model': w.model.to_dict(), 'vocab': vocab,
-          'objective': {'untied_generator_embeddings': w.untied_generator_embeddings,
-                        'untied_generator': w.untied_generator}}
+  info = {'model': w.model.to_dict(), 'vocab': vocab}
   with paths.open(paths.join(directory, 'config.json'), 'w') as f:
     json.dump(info, f, indent=2)
   return written
@@ -783,21 +784,21 @@ def _check_vocab(w: Weights, data_config, data_vocab_path: str, where: str):
                     '--config.data.data_dir)')
 
 
-def _merged_generator(w: Weights, params: dict, objective_config, where: str, new: dict):
+def _merged_generator(w: Weights, params: dict, model_config, where: str, new: dict):
   """Puts the imported generator into `new` (a copy of the randomly initialized `params`)."""
   gen = w.generator
-  if objective_config.untied_generator:
+  if model_config.untied_generator:
     new['generator'] = _checked(gen['generator'], params['generator'], 'generator', where)
   elif w.discriminator is None:
     new['discriminator'] = _checked(gen['generator'], params['discriminator'], 'discriminator',
                                     where)
   elif not trees_equal(gen['generator'], w.discriminator['discriminator']):
     raise UserError(f'init_checkpoint {where} has a generator of its own, but this config ties it '
-                    'to the discriminator (objective.untied_generator=False)')
+                    'to the discriminator (model.untied_generator=False)')
   new['generator_predictions'] = _checked(gen['generator_predictions'],
                                           params['generator_predictions'],
                                           'generator_predictions', where)
-  if model_lib.embedding_sharing(objective_config) != 'shared':
+  if model_lib.embedding_sharing(model_config) != 'shared':
     new['generator_embeddings'] = _checked(gen['embeddings'], params['generator_embeddings'],
                                            'generator_embeddings', where)
   elif w.discriminator is None:
@@ -805,14 +806,14 @@ def _merged_generator(w: Weights, params: dict, objective_config, where: str, ne
   elif not trees_equal(gen['embeddings'], w.discriminator['embeddings']):
     raise UserError(f'init_checkpoint {where}: the generator\'s embeddings differ from the '
                     'discriminator\'s, but this config shares one table; set '
-                    "--config.objective.embedding_sharing='separate' (or 'gdes')")
+                    "--config.model.embedding_sharing='separate' (or 'gdes')")
 
 
 def initial_params(config, params, data_vocab_path: str = '') -> dict:
   """The pre-training params to start from: `params` (random init) with `config.init_checkpoint`'s
   generator and discriminator put in.
 
-  One shared embedding table stays one table (unless objective.embedding_sharing says not). A
+  One shared embedding table stays one table (unless model.embedding_sharing says not). A
   checkpoint with only a discriminator (e.g. a fine-tuning HF model) leaves the generator at its
   random init, and says so. Any shape that differs from the config's is a UserError naming the
   parameter; so is a vocabulary that differs from the data's (`data_vocab_path`).
@@ -830,11 +831,11 @@ def initial_params(config, params, data_vocab_path: str = '') -> dict:
     logging.warning('init_checkpoint %s has no discriminator: it keeps its random initialization.',
                     where)
   if w.generator is not None:
-    _merged_generator(w, params, config.objective, where, new)
+    _merged_generator(w, params, config.model, where, new)
   else:
     logging.warning('init_checkpoint %s has no generator: the generator keeps its random '
                     'initialization.', where)
-  if model_lib.embedding_sharing(config.objective) == 'gdes':
+  if model_lib.embedding_sharing(config.model) == 'gdes':
     # The discriminator's word/position tables are the generator's plus E_delta: E_delta is what
     # makes the imported discriminator table exact.
     emb = dict(new['embeddings'])

@@ -1,9 +1,117 @@
 """Default ConfigDict shared by configs/*.py (ELECTRA-Small values, reference Table 6).
 
-Each file in configs/ starts from `get_default_config()` and overrides what differs, so every key a user
-can override (`--config.key=value`) is listed here once, with what it means.
+Each pre-training file in configs/ starts from `get_default_config()` and overrides what differs, so
+every key a user can override (`--config.key=value`) is listed here once, with what it means.
+Fine-tuning (configs/finetune.py) has keys of its own and only the ones it reads; its `model` and
+`optim` come from the same `model_config` and `optim_config`, less the pre-training-only keys.
+
+Keys that moved keep working where they are read back from old files: `upgrade` puts the keys of
+an old workdir's config.json or exported pretrained/config.json under their new names (MOVED_KEYS).
 """
+import copy
+
 import ml_collections
+
+# Old name -> new name. The generator's tying changes the parameter tree, not the loss: it moved
+# from objective.* to model.*.
+MOVED_KEYS = {
+    'objective.embedding_sharing': 'model.embedding_sharing',
+    'objective.untied_generator_embeddings': 'model.untied_generator_embeddings',
+    'objective.untied_generator': 'model.untied_generator',
+}
+
+
+def upgrade(config: dict) -> dict:
+  """A config as read from JSON (a workdir's config.json, or pretrained/config.json, whose
+  'objective' held the tying switches) with each of MOVED_KEYS under its new name. A copy; a value
+  already under the new name wins, and a section left empty is dropped."""
+  config = copy.deepcopy(config)
+  for old, new in MOVED_KEYS.items():
+    (old_section, old_key), (new_section, new_key) = old.split('.'), new.split('.')
+    section = config.get(old_section)
+    if isinstance(section, dict) and old_key in section:
+      config.setdefault(new_section, {}).setdefault(new_key, section.pop(old_key))
+      if not section:
+        del config[old_section]
+  return config
+
+
+def model_config(pretraining: bool = True) -> ml_collections.ConfigDict:
+  """model.* (model.py): the transformer, which is the discriminator that fine-tuning uses, and
+  with `pretraining` the generator and what it shares with the discriminator."""
+  m = ml_collections.ConfigDict()
+  m.vocab_size = 30522
+  m.embedding_size = 128
+  m.hidden_size = 256
+  m.num_layers = 12
+  m.num_heads = 4
+  m.intermediate_size = 1024
+  m.max_position_embeddings = 512
+  m.type_vocab_size = 2
+  m.dropout_rate = 0.1
+  m.attention_dropout_rate = 0.1
+  m.layer_norm_eps = 1e-12
+  m.initializer_range = 0.02
+  # 'original': as the original code, truncated normal(initializer_range) (cut at 2 std, not
+  # rescaled) for embeddings and transformer kernels, glorot uniform (tf.layers.dense's default) for
+  # embeddings_project, the discriminator head's output layer and fine-tuning heads.
+  # 'normal': normal(initializer_range) everywhere (HF transformers' choice).
+  m.initializer = 'original'
+  m.dtype = 'float32'  # compute dtype: 'float32' or 'bfloat16' (params stay float32)
+  # Recompute each layer's activations in the backward pass instead of keeping them (nn.remat):
+  # less activation memory for ~1/3 more compute. Same results.
+  m.remat = False
+  # Which implementation of dropout, LayerNorm, GELU, attention and the MLM cross-entropy:
+  # 'cpu': hand-written ones that are faster on XLA's CPU backend (a hashed dropout mask, custom
+  # gradients for LayerNorm/GELU/cross-entropy, one-head attention without its head axis);
+  # 'stock': flax/jax/optax's own (nn.LayerNorm, jax.nn.gelu, jax.nn.dot_product_attention,
+  # bernoulli dropout, optax's cross-entropy), what the GPU and TPU compilers are tuned for;
+  # 'auto': 'cpu' when the step runs on CPU, else 'stock'. Same parameters either way, same
+  # loss and gradients with dropout off (only the dropout masks differ).
+  m.kernels = 'auto'
+  if not pretraining:
+    return m
+  # ---- The generator: same depth, hidden = round(hidden_size * generator_fraction).
+  m.generator_fraction = 0.25
+  # Embedding tables of the generator and the discriminator: 'shared' (ELECTRA: one set, pulled by
+  # both losses), 'separate' (the generator's own, as wide as the generator: the original's
+  # untied_generator_embeddings=True, which is read as 'separate'), or 'gdes' (DeBERTaV3's
+  # gradient-disentangled sharing: the discriminator's word and position tables are
+  # stop_gradient(generator's) + E_delta, E_delta starting at zero and trained by the
+  # discriminator loss alone; the export writes the sum, a plain ELECTRA discriminator).
+  m.embedding_sharing = 'shared'
+  m.untied_generator_embeddings = False
+  # Width of the generator's own embedding tables with embedding_sharing='separate':
+  # 0 = the generator's hidden size (the original; no projection), else this (with a projection).
+  m.generator_embedding_size = 0
+  m.untied_generator = True  # False: generator IS the discriminator (needs generator_fraction 1.0)
+  # Run the layer stack as one nn.scan (compiles one layer instead of num_layers: faster compiles
+  # for deep models). Checkpoints and exports keep the per-layer layout (layer_0 ..): the stacked
+  # copy exists only inside the step (model.stack_layers). Same results with dropout off; with
+  # dropout the per-layer dropout masks are drawn differently.
+  m.scan_layers = False
+  return m
+
+
+def optim_config(pretraining: bool = True) -> ml_collections.ConfigDict:
+  """optim.* (optim.py); fine-tuning (not `pretraining`) sets its warmup by warmup_proportion."""
+  o = ml_collections.ConfigDict()
+  # 'adamw': the original's AdamW; 'lamb': LAMB (optax.lamb: Adam moments with bias correction, the
+  # same weight-decay mask, a per-parameter trust ratio) for large batches (configs/base_lamb.py).
+  # Both clip the global gradient norm at clip_norm first.
+  o.name = 'adamw'
+  o.learning_rate = 5e-4
+  if pretraining:
+    o.warmup_steps = 10_000
+  o.schedule = 'electra'  # 'electra': warmup overlapping linear decay; 'warmup_linear': textbook
+  o.end_learning_rate = 0.0
+  o.weight_decay = 0.01
+  o.b1 = 0.9
+  o.b2 = 0.999
+  o.eps = 1e-6
+  o.clip_norm = 1.0
+  o.bias_correction = False  # adamw: the original's Adam has none; True gives textbook AdamW
+  return o
 
 
 def get_default_config() -> ml_collections.ConfigDict:
@@ -47,48 +155,11 @@ def get_default_config() -> ml_collections.ConfigDict:
   c.data.shuffle_buffer = 10_000
   c.data.builder_seed = 12345
 
-  # ---- Model (model.py). Generator: same depth, hidden = round(hidden_size * generator_fraction).
-  c.model = ml_collections.ConfigDict()
-  c.model.vocab_size = 30522
-  c.model.embedding_size = 128
-  c.model.hidden_size = 256
-  c.model.num_layers = 12
-  c.model.num_heads = 4
-  c.model.intermediate_size = 1024
-  c.model.max_position_embeddings = 512
-  c.model.type_vocab_size = 2
-  c.model.dropout_rate = 0.1
-  c.model.attention_dropout_rate = 0.1
-  c.model.layer_norm_eps = 1e-12
-  c.model.initializer_range = 0.02
-  # 'original': as the original code, truncated normal(initializer_range) (cut at 2 std, not
-  # rescaled) for embeddings and transformer kernels, glorot uniform (tf.layers.dense's default) for
-  # embeddings_project, the discriminator head's output layer and fine-tuning heads.
-  # 'normal': normal(initializer_range) everywhere (HF transformers' choice).
-  c.model.initializer = 'original'
-  c.model.generator_fraction = 0.25
-  # Width of the generator's own embedding tables with objective.embedding_sharing='separate':
-  # 0 = the generator's hidden size (the original; no projection), else this (with a projection).
-  c.model.generator_embedding_size = 0
-  c.model.dtype = 'float32'  # compute dtype: 'float32' or 'bfloat16' (params stay float32)
-  # Recompute each layer's activations in the backward pass instead of keeping them (nn.remat):
-  # less activation memory for ~1/3 more compute. Same results.
-  c.model.remat = False
-  # Run the layer stack as one nn.scan (compiles one layer instead of num_layers: faster compiles
-  # for deep models). Checkpoints and exports keep the per-layer layout (layer_0 ..): the stacked
-  # copy exists only inside the step (model.stack_layers). Same results with dropout off; with
-  # dropout the per-layer dropout masks are drawn differently.
-  c.model.scan_layers = False
-  # Which implementation of dropout, LayerNorm, GELU, attention and the MLM cross-entropy:
-  # 'cpu': hand-written ones that are faster on XLA's CPU backend (a hashed dropout mask, custom
-  # gradients for LayerNorm/GELU/cross-entropy, one-head attention without its head axis);
-  # 'stock': flax/jax/optax's own (nn.LayerNorm, jax.nn.gelu, jax.nn.dot_product_attention,
-  # bernoulli dropout, optax's cross-entropy), what the GPU and TPU compilers are tuned for;
-  # 'auto': 'cpu' when the step runs on CPU, else 'stock'. Same parameters either way, same
-  # loss and gradients with dropout off (only the dropout masks differ).
-  c.model.kernels = 'auto'
+  # ---- Model (model.py): the transformer, the generator and how the two are tied.
+  c.model = model_config()
 
-  # ---- Objective (objective.py), switches of the original.
+  # ---- Objective (objective.py): the loss, switches of the original. (What the model is, the
+  # generator's tying included, is under model.)
   c.objective = ml_collections.ConfigDict()
   c.objective.electra_objective = True  # False: plain MLM (BERT without NSP, dynamic masking)
   c.objective.mask_prob = 0.15
@@ -102,32 +173,9 @@ def get_default_config() -> ml_collections.ConfigDict:
   c.objective.sampler = 'inverse_cdf'
   c.objective.disallow_correct = False
   c.objective.uniform_generator = False
-  # Embedding tables of the generator and the discriminator: 'shared' (ELECTRA: one set, pulled by
-  # both losses), 'separate' (the generator's own, as wide as the generator: the original's
-  # untied_generator_embeddings=True, which is read as 'separate'), or 'gdes' (DeBERTaV3's
-  # gradient-disentangled sharing: the discriminator's word and position tables are
-  # stop_gradient(generator's) + E_delta, E_delta starting at zero and trained by the
-  # discriminator loss alone; the export writes the sum, a plain ELECTRA discriminator).
-  c.objective.embedding_sharing = 'shared'
-  c.objective.untied_generator_embeddings = False
-  c.objective.untied_generator = True  # False: generator IS the discriminator (needs generator_fraction 1.0)
 
   # ---- Optimizer (optim.py).
-  c.optim = ml_collections.ConfigDict()
-  # 'adamw': the original's AdamW; 'lamb': LAMB (optax.lamb: Adam moments with bias correction, the
-  # same weight-decay mask, a per-parameter trust ratio) for large batches (configs/base_lamb.py).
-  # Both clip the global gradient norm at clip_norm first.
-  c.optim.name = 'adamw'
-  c.optim.learning_rate = 5e-4
-  c.optim.warmup_steps = 10_000
-  c.optim.schedule = 'electra'  # 'electra': warmup overlapping linear decay; 'warmup_linear': textbook
-  c.optim.end_learning_rate = 0.0
-  c.optim.weight_decay = 0.01
-  c.optim.b1 = 0.9
-  c.optim.b2 = 0.999
-  c.optim.eps = 1e-6
-  c.optim.clip_norm = 1.0
-  c.optim.bias_correction = False  # adamw: the original's Adam has none; True gives textbook AdamW
+  c.optim = optim_config()
 
   # ---- Loop (train.py).
   c.log_every_steps = 100

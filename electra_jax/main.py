@@ -132,7 +132,16 @@ def parse_flags(argv):
   except flags.Error as e:
     sys.exit(f'error: {e}')
   except (AttributeError, KeyError) as e:  # ml_collections: a key the config doesn't have
-    sys.exit(f'error: unknown config key {str(e).strip(chr(34))} (keys: electra_jax/defaults.py)')
+    while e.args and isinstance(e.args[0], BaseException):  # AttributeError(KeyError(text))
+      e = e.args[0]
+    key, *close = str(e.args[0] if e.args else e).strip('"').splitlines()  # "'key'\nDid you mean.."
+    from electra_jax import defaults  # pylint: disable=g-import-not-at-top
+    for old, new in defaults.MOVED_KEYS.items():  # a key of a section the config has, moved
+      if key == repr(old.split('.')[-1]) and f'--config.{old}' in [a.split('=')[0] for a in argv]:
+        sys.exit(f'error: unknown config key {old}: it is {new} now')
+    hint = f' ({close[0].split(" instead")[0].replace("Did", "did")}?)' if close else ''
+    sys.exit(f'error: unknown config key {key}{hint} (keys: electra_jax/defaults.py; fine-tuning: '
+             'configs/finetune.py)')
   except (ValueError, TypeError) as e:
     sys.exit(f'error: bad config override: {e}')
 

@@ -2,10 +2,10 @@
 
 Parameter tree of `ElectraPretrainer` (names follow the HF layout so conversion is a rename):
   embeddings/            word/position/token_type embeddings + LayerNorm, SHARED by both models
-  generator_embeddings/  with objective.embedding_sharing 'separate' (the generator's own tables,
+  generator_embeddings/  with model.embedding_sharing 'separate' (the generator's own tables,
                          as wide as its hidden size) or 'gdes' (see ElectraPretrainer)
   generator/             [embeddings_project], layer_0 .. layer_{L-1}  (absent when the generator is
-                         tied to the discriminator: objective.untied_generator=False)
+                         tied to the discriminator: model.untied_generator=False)
   discriminator/         [embeddings_project], layer_0 .. layer_{L-1}
   generator_predictions/ dense (-> embedding size), LayerNorm, output_bias; output layer tied to
                          the word embeddings
@@ -478,7 +478,7 @@ class ElectraPretrainer(nn.Module):
   """Generator + discriminator with shared embeddings. Call the two halves separately:
   `apply(..., method='generator_logits')` then `apply(..., method='discriminator_logits')`.
 
-  `embedding_sharing` (objective.embedding_sharing): 'shared' (one `embeddings` module, ELECTRA),
+  `embedding_sharing` (model.embedding_sharing): 'shared' (one `embeddings` module, ELECTRA),
   'separate' (the generator's own `generator_embeddings`, as wide as the generator: the original's
   untied_generator_embeddings), or 'gdes' (DeBERTaV3: `generator_embeddings` of embedding_size
   trained by the MLM loss alone; the discriminator's word and position tables are
@@ -580,14 +580,14 @@ def generator_embeddings_config(model_config):
 EMBEDDING_SHARING = ('shared', 'separate', 'gdes')
 
 
-def embedding_sharing(objective_config) -> str:
-  """objective.embedding_sharing, with the original's untied_generator_embeddings=True read as
+def embedding_sharing(model_config) -> str:
+  """model.embedding_sharing, with the original's untied_generator_embeddings=True read as
   'separate'."""
-  sharing = objective_config.get('embedding_sharing', 'shared')
-  if objective_config.get('untied_generator_embeddings', False):
+  sharing = model_config.get('embedding_sharing', 'shared')
+  if model_config.get('untied_generator_embeddings', False):
     if sharing == 'gdes':
-      raise ValueError("objective.untied_generator_embeddings=True contradicts "
-                       "objective.embedding_sharing='gdes'")
+      raise ValueError("model.untied_generator_embeddings=True contradicts "
+                       "model.embedding_sharing='gdes'")
     return 'separate'
   return sharing
 
@@ -596,8 +596,8 @@ def make_pretrainer(config, platform: str = '') -> ElectraPretrainer:
   """The pre-training model of `config`, its model.kernels resolved for `platform` (the devices
   the step runs on; '' = jax.default_backend())."""
   return ElectraPretrainer(with_kernels(config.model, platform),
-                           embedding_sharing=embedding_sharing(config.objective),
-                           untied_generator=config.objective.untied_generator,
+                           embedding_sharing=embedding_sharing(config.model),
+                           untied_generator=config.model.untied_generator,
                            scan_layers=bool(config.model.get('scan_layers', False)))
 
 

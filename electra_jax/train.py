@@ -232,6 +232,7 @@ def evaluate(eval_fn, params, mesh, batches, rng) -> dict:
 _CHOICES = {'nan_policy': ('stop', 'skip_step'), 'model.dtype': ('float32', 'bfloat16', 'float16'),
             'model.initializer': ('original', 'normal'),
             'model.kernels': model_lib.KERNELS,
+            'model.embedding_sharing': model_lib.EMBEDDING_SHARING,
             'objective.sampler': ('inverse_cdf', 'gumbel'),
             'optim.schedule': ('electra', 'warmup_linear')}
 
@@ -260,8 +261,8 @@ def check_config(config, num_devices: int):
   for size in (model_lib.discriminator_size(m), model_lib.generator_size(m)):
     if size.hidden_size % size.num_heads:
       raise UserError(f'hidden size {size.hidden_size} is not divisible by {size.num_heads} heads')
-  if not config.objective.untied_generator and m.generator_fraction != 1.0:
-    raise UserError('objective.untied_generator=False (the generator is the discriminator) needs '
+  if not m.untied_generator and m.generator_fraction != 1.0:
+    raise UserError('model.untied_generator=False (the generator is the discriminator) needs '
                     'model.generator_fraction=1.0')
   if config.batch_size % num_devices:
     raise UserError(f'batch_size {config.batch_size} is not divisible by the {num_devices} devices '

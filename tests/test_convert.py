@@ -6,16 +6,19 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
 from conftest import tiny_config
 from electra_jax import checkpoint
 from electra_jax import convert
+from electra_jax import defaults
 from electra_jax import model as model_lib
 from electra_jax import tokenization
 from electra_jax import train
@@ -445,7 +448,7 @@ def test_training_starts_from_an_imported_hf_checkpoint(hf_dir, corpus_dir, inpu
   step1 = manager.restore(1)['params']
   manager.close()
   assert_trees_bitwise_equal(jax.tree.map(np.asarray, step1), params)
-  disc_params, gen_params = checkpoint.split_pretrained(step1, config.objective)
+  disc_params, gen_params = checkpoint.split_pretrained(step1, config.model)
   ours = our_logits(config.model, disc_params, gen_params, inputs)
   theirs = hf_logits(hf_dir, inputs)
   assert max_diff(ours[0], theirs[0]) <= ATOL and max_diff(ours[1], theirs[1]) <= ATOL
@@ -455,7 +458,7 @@ def test_gdes_run_exports_to_hf_and_imports_back_exactly(hf_dir, inputs, tmp_pat
   """embedding_sharing='gdes': the export (summed tables) gives transformers the discriminator
   and generator logits of the gdes model; init_checkpoint into a gdes config keeps the imported
   discriminator's tables exact (E_delta = imported - generator's)."""
-  config = init_config('', '', '', **{'objective.embedding_sharing': 'gdes'})
+  config = init_config('', '', '', **{'model.embedding_sharing': 'gdes'})
   params = random_params(config)
   checkpoint.export_pretrained(str(tmp_path / 'pretrained'), params, config,
                                convert.read(hf_dir).vocab)
@@ -474,6 +477,64 @@ def test_gdes_run_exports_to_hf_and_imports_back_exactly(hf_dir, inputs, tmp_pat
   imported = convert.initial_params(config, jax.tree.map(lambda x: x + 1.0, fresh))
   again = model.apply({'params': imported}, ids, mask, types, method='discriminator_logits')
   np.testing.assert_allclose(again, disc, rtol=1e-5, atol=ATOL)
+
+
+def test_files_of_the_old_layout_still_read(tmp_path):
+  """Before the generator's tying moved from objective.* to model.*, pretrained/config.json kept
+  it under 'objective' and a workdir's config.json had objective.embedding_sharing etc.: both read
+  as today's layout (defaults.upgrade), and what is written again has the new one."""
+  config = init_config('', '', '', **{'model.untied_generator_embeddings': True})
+  params = random_params(config)
+  new, old = str(tmp_path / 'new'), str(tmp_path / 'old')
+  checkpoint.export_pretrained(new, params, config, {})
+  shutil.copytree(new, old)
+  with open(os.path.join(new, 'config.json')) as f:
+    info = json.load(f)
+  assert 'objective' not in info and info['model']['embedding_sharing'] == 'separate'
+  # As export_pretrained wrote it then: the tying under 'objective', the model without it.
+  for key in ('embedding_sharing', 'untied_generator_embeddings', 'untied_generator'):
+    del info['model'][key]
+  info['objective'] = {'untied_generator_embeddings': True, 'untied_generator': True}
+  with open(os.path.join(old, 'config.json'), 'w') as f:
+    json.dump(info, f)
+  w_new, w_old = convert.read(new), convert.read(old)
+  for w in (w_new, w_old):
+    assert w.untied_generator_embeddings and w.untied_generator
+    assert model_lib.embedding_sharing(w.model) == 'separate' and w.model.untied_generator
+    assert_trees_bitwise_equal(w.generator, w_new.generator)
+    assert_trees_bitwise_equal(w.discriminator, w_new.discriminator)
+  model_config, _, _ = checkpoint.load_pretrained(old)
+  assert model_config.untied_generator_embeddings and model_config.hidden_size == 32
+  convert.write(w_old, 'electra_jax', str(tmp_path / 'again'))
+  with open(tmp_path / 'again' / 'config.json') as f:
+    again = json.load(f)
+  assert 'objective' not in again and again['model']['untied_generator_embeddings']
+  # A generator tied to the discriminator (objective.untied_generator=False then).
+  info['objective'] = {'untied_generator_embeddings': False, 'untied_generator': False}
+  with open(os.path.join(old, 'config.json'), 'w') as f:
+    json.dump(info, f)
+  w = convert.read(old)
+  assert not w.untied_generator and not w.untied_generator_embeddings
+  # Initialized from the old layout: a 'separate' run gets the exported weights back exactly.
+  info['objective'] = {'untied_generator_embeddings': True, 'untied_generator': True}
+  with open(os.path.join(old, 'config.json'), 'w') as f:
+    json.dump(info, f)
+  config.init_checkpoint = old
+  imported = convert.initial_params(config, jax.tree.map(lambda x: x + 1.0, params))
+  assert_trees_bitwise_equal(imported, params)
+
+  # A workdir's config.json (the whole config): the moved keys under 'objective'; a value already
+  # under the new name wins.
+  today = config.to_dict()
+  then = json.loads(json.dumps(today))
+  for key in ('embedding_sharing', 'untied_generator_embeddings', 'untied_generator'):
+    then['objective'][key] = then['model'].pop(key)
+  upgraded = defaults.upgrade(then)
+  assert upgraded == json.loads(json.dumps(today)) and 'untied_generator' in then['objective']
+  assert model_lib.make_pretrainer(ml_collections.ConfigDict(upgraded)).embedding_sharing == (
+      'separate')
+  then['model']['embedding_sharing'] = 'gdes'
+  assert defaults.upgrade(then)['model']['embedding_sharing'] == 'gdes'
 
 
 def random_params(config):

@@ -36,7 +36,8 @@ def finetune_config(**overrides):
   spec.loader.exec_module(module)
   c = module.get_config()
   tiny = tiny_config(vocab_size=len(open(VOCAB).read().split()))
-  c.model = tiny.model
+  for key in c.model:  # fine-tuning's model keys (no generator)
+    c.model[key] = tiny.model[key]
   c.mesh_shape = (1, 1, 1)
   c.data.vocab = VOCAB
   c.data_dir = FIXTURES
@@ -160,11 +161,12 @@ def test_layerwise_factors_scale_the_whole_update():
 
 def test_pretrained_weights_drop_in(pretrained_dir):
   config = finetune_config(init_checkpoint=os.path.dirname(pretrained_dir),  # the workdir works
-                          **{'model.dropout_rate': 0.25})
+                          **{'model.dropout_rate': 0.25, 'model.remat': True})
   model_config, body, vocab_path, _ = loop.load_init_checkpoint(config)
   assert vocab_path == VOCAB and set(body) == {'embeddings', 'discriminator'}
-  # Dropout is the fine-tuning run's (the checkpoint was pre-trained with 0.1).
+  # Dropout and remat are the fine-tuning run's (the checkpoint was pre-trained with 0.1, no remat).
   assert model_config.dropout_rate == 0.25 and model_config.attention_dropout_rate == 0.1
+  assert model_config.remat
   model = ft_model.FinetuneModel(model_config, 'classification', 2)
   params = loop.load_body(ft_model.init_params(model, jax.random.key(1)), body)
   np.testing.assert_array_equal(params['discriminator']['layer_1']['query']['kernel'],
@@ -327,6 +329,30 @@ def test_cli_bad_input_is_one_error_line(tmp_path):
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1] == (
       'error: set --config.data_dir to the folder holding the mnli data')
+
+
+def test_pretraining_keys_are_unknown_keys_of_the_finetuning_config(tmp_path):
+  """configs/finetune.py holds only what fine-tuning, score and zeroshot read: overriding a
+  pre-training key is the command line's unknown-key error, not silently ignored."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  c = finetune_config()
+  assert 'objective' not in c and 'corpus' not in c.data and 'warmup_steps' not in c.optim
+  assert not {'generator_fraction', 'untied_generator', 'embedding_sharing'} & set(c.model)
+  for override, key in (('objective.mask_prob=0.2', 'objective'), ('data.corpus=a.txt', 'corpus'),
+                        ('optim.warmup_steps=5', 'warmup_steps'),
+                        ('model.generator_fraction=1.0', 'generator_fraction'),
+                        ('grad_accum_steps=2', 'grad_accum_steps'),
+                        ('model.untied_generator=False', 'untied_generator')):
+    result = subprocess.run(
+        [sys.executable, '-m', 'electra_jax.main', '--config=configs/finetune.py',
+         f'--config.{override}', f'--workdir={tmp_path}'],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, JAX_PLATFORMS='cpu'))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f"error: unknown config key '{key}' "), result.stderr[-2000:]
+  assert os.listdir(tmp_path) == []
 
 
 def test_resume_after_interruption_is_exact(tmp_path, monkeypatch):

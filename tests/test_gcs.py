@@ -143,7 +143,9 @@ def test_pipeline_on_gcs(gcs, monkeypatch):
   ft = finetune_config(task='custom', init_checkpoint=workdir, num_train_steps=4,
                        eval_every_steps=4, **{'custom.train_file': f'{gcs}/task/train.jsonl',
                                               'custom.dev_file': f'{gcs}/task/dev.jsonl'})
-  ft.model = tiny_config(vocab_size=len(VOCAB)).model
+  tiny = tiny_config(vocab_size=len(VOCAB)).model
+  for key in ft.model:  # fine-tuning's model keys, of the pre-trained model
+    ft.model[key] = tiny[key]
   ft.data.vocab = ''  # the one recorded with the weights (on GCS)
   results = loop.run(ft, f'{gcs}/ft')
   with paths.open(f'{gcs}/ft/results.json') as f:

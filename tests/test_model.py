@@ -98,24 +98,24 @@ def test_embeddings_are_one_shared_table(tiny_setup):
 def test_untied_switches():
   # Untied generator embeddings are as wide as the generator (16), with no projection, and its
   # output layer is tied to them (the original); model.generator_embedding_size sets another width.
-  config = tiny_config(**{'objective.untied_generator_embeddings': True})
+  config = tiny_config(**{'model.untied_generator_embeddings': True})
   params = model_lib.init_params(model_lib.make_pretrainer(config), jax.random.key(0))
   assert params['generator_embeddings']['word_embeddings']['embedding'].shape == (128, 16)
   assert params['embeddings']['word_embeddings']['embedding'].shape == (128, 24)
   assert 'embeddings_project' not in params['generator']
   assert 'embeddings_project' in params['discriminator']
   assert params['generator_predictions']['dense']['kernel'].shape == (16, 16)
-  config = tiny_config(**{'objective.untied_generator_embeddings': True,
+  config = tiny_config(**{'model.untied_generator_embeddings': True,
                           'model.generator_embedding_size': 8})
   params = model_lib.init_params(model_lib.make_pretrainer(config), jax.random.key(0))
   assert params['generator_embeddings']['word_embeddings']['embedding'].shape == (128, 8)
   assert params['generator']['embeddings_project']['kernel'].shape == (8, 16)
   assert params['generator_predictions']['dense']['kernel'].shape == (16, 8)
-  config = tiny_config(**{'objective.untied_generator': False, 'model.generator_fraction': 1.0})
+  config = tiny_config(**{'model.untied_generator': False, 'model.generator_fraction': 1.0})
   params = model_lib.init_params(model_lib.make_pretrainer(config), jax.random.key(0))
   assert 'generator' not in params  # the generator IS the discriminator body
   with pytest.raises(ValueError, match='generator_fraction=1.0'):
-    config = tiny_config(**{'objective.untied_generator': False})
+    config = tiny_config(**{'model.untied_generator': False})
     model_lib.init_params(model_lib.make_pretrainer(config), jax.random.key(0))
 
 
@@ -258,7 +258,7 @@ def test_initializers_follow_the_original():
 
 def _gdes_setup():
   from electra_jax import objective  # pylint: disable=g-import-not-at-top
-  config = tiny_config(**{'objective.embedding_sharing': 'gdes'})
+  config = tiny_config(**{'model.embedding_sharing': 'gdes'})
   model = model_lib.make_pretrainer(config)
   params = model_lib.init_params(model, jax.random.key(0))
   rng = np.random.default_rng(0)

@@ -279,7 +279,10 @@ def test_unwritable_workdir(data_dir, tmp_path):
     (['--config.batch_size=0'], 'batch_size must be at least 1, got 0'),
     (['--config=configs/no_such_config.py'], 'the --config file configs/no_such_config.py does not'),
     (['--mode=trian'], 'flag --mode=trian: value should be one of'),
-], ids=['corpus', 'unknown_key', 'ill_typed', 'batch_size_zero', 'config_file', 'mode_typo'])
+    (['--config.objective.untied_generator=False'],
+     'unknown config key objective.untied_generator: it is model.untied_generator now'),
+], ids=['corpus', 'unknown_key', 'ill_typed', 'batch_size_zero', 'config_file', 'mode_typo',
+        'moved_key'])
 def test_command_line_bad_input_is_one_line(tmp_path, flags, expected):
   """Exit status 1, one `error:` line naming the problem, no traceback, nothing written."""
   config = [f for f in flags if f.startswith('--config=')] or ['--config=configs/demo.py']

@@ -61,9 +61,9 @@ def load_init_checkpoint(config):
     raise UserError(f'{path} holds no discriminator (a generator only?); fine-tuning needs it')
   body = {k: weights.discriminator[k] for k in ft_model.BODY_KEYS}
   model_config = ml_collections.ConfigDict(weights.model.to_dict())
-  # Compute dtype, kernels and dropout are choices of this run, not the checkpoint's (the original
-  # fine-tunes with its own dropout 0.1 whatever pre-training used).
-  for key in ('dtype', 'kernels', 'dropout_rate', 'attention_dropout_rate'):
+  # Compute dtype, kernels, remat and dropout are choices of this run, not the checkpoint's (the
+  # original fine-tunes with its own dropout 0.1 whatever pre-training used).
+  for key in ('dtype', 'kernels', 'remat', 'dropout_rate', 'attention_dropout_rate'):
     model_config[key] = config.model[key]
   vocab_path = weights.vocab.get('vocab_path', '')
   if vocab_path and not paths.exists(vocab_path):  # the workdir moved: look next to the weights
