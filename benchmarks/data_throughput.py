@@ -213,7 +213,7 @@ def main(_):
   print(f'machine: {os.cpu_count()} cores; load average {load_before[0]:.2f} before, '
         f'{load_after[0]:.2f} after (1 min)')
   print(f'corpus: demo corpus x {_REPEAT.value} = {corpus_mb:.1f} MB; WordPiece vocab '
-        f'{vocab_size} pieces; {meta["num_train_examples"] + meta["num_eval_examples"]:,} examples '
+        f'{vocab_size} pieces; {meta.num_train_examples + meta.num_eval_examples:,} examples '
         f'of {config.max_seq_length} tokens, {config.data.num_shards} train shards')
   print()
   print(f'| {"what":<52} | {"MB/s":>6} |')

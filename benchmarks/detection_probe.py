@@ -69,7 +69,7 @@ def main(argv):
   config, model, params = load(_ELECTRA.value, _STEP.value)
   mlm = load(_MLM.value, _MLM_STEP.value) if _MLM.value else None
   meta = build_data.load_meta(config.data.data_dir)
-  special = objective.SpecialIds(meta['pad_id'], meta['cls_id'], meta['sep_id'], meta['mask_id'])
+  special = meta.special_ids()
   max_predictions = objective.max_predictions_per_seq(
       config.objective.mask_prob, config.max_seq_length, config.objective.max_predictions)
   batches = list(input_pipeline.eval_batches(config, meta))[:flags.FLAGS.batches]  # learning_probe's flag

@@ -182,9 +182,7 @@ def export_at(workdir: str, step: int, config, out_dir: str):
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
   meta = build_data.load_meta(config.data.data_dir)
-  vocab = {k: meta[k] for k in ('vocab_path', 'vocab_kind', 'vocab_size', 'do_lower_case',
-                                'pad_id', 'unk_id', 'cls_id', 'sep_id', 'mask_id')}
-  checkpoint.export_pretrained(out_dir, jax.device_get(state.params), config, vocab)
+  checkpoint.export_pretrained(out_dir, jax.device_get(state.params), config, meta.vocab_info())
 
 
 def eval_metrics(workdir: str, step: int) -> dict:
@@ -256,8 +254,7 @@ def main(argv):
   config.data.corpus = os.path.join(text_dir, 'corpus.txt')
   config.data.data_dir = os.path.join(workdir, 'data')
   build_data.build_pretraining_data(config, workdir)
-  meta = build_data.load_meta(config.data.data_dir)
-  vocab = os.path.join(config.data.data_dir, meta['vocab_path'])
+  vocab = build_data.load_meta(config.data.data_dir).vocab_path
 
   # Steps per arm: ELECTRA runs the config's steps; the MLM as many as give the same FLOPs.
   arms = [a for a in _ARMS.value if a != 'none']

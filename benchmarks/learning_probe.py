@@ -87,7 +87,7 @@ def main(argv):
   with open(os.path.join(workdir, 'config.json')) as f:
     config = ml_collections.ConfigDict(defaults.upgrade(json.load(f)))  # an old one too
   meta = build_data.load_meta(config.data.data_dir or os.path.join(workdir, 'data'))
-  special = objective.SpecialIds(meta['pad_id'], meta['cls_id'], meta['sep_id'], meta['mask_id'])
+  special = meta.special_ids()
   o = config.objective
   max_predictions = objective.max_predictions_per_seq(o.mask_prob, config.max_seq_length,
                                                       o.max_predictions)

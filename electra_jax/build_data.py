@@ -36,11 +36,6 @@ BUILD_LOCK_FILE = 'build.lock'  # held while a build writes into the data dir
 FORMAT_VERSION = 1
 _TMP_DIR = 'tmp-text-shards'
 _SPM_PREFIX = 'spm'
-_META_KEYS = (
-    'max_seq_length', 'vocab_path', 'vocab_kind', 'vocab_size', 'do_lower_case', 'pad_id', 'unk_id',
-    'cls_id', 'sep_id', 'mask_id', 'train_files', 'eval_files', 'train_examples_per_file',
-    'eval_examples_per_file', 'num_train_examples', 'num_eval_examples', 'corpus', 'builder_seed',
-    'settings')
 
 
 def shard_name(split: str, index: int, count: int) -> str:
@@ -229,7 +224,7 @@ def _matching_meta(data_dir: str, settings: dict):
     meta = load_meta(data_dir)
   except UserError:
     return None
-  return meta if meta['settings'] == settings else None
+  return meta if meta.settings == settings else None
 
 
 def build_pretraining_data(config, workdir: str) -> str:
@@ -258,14 +253,14 @@ def build_pretraining_data(config, workdir: str) -> str:
     finally:
       workdir_lock.release(fd)
   logging.info('Reusing the pre-training data in %s (%d train / %d eval examples).', data_dir,
-               meta['num_train_examples'], meta['num_eval_examples'])
+               meta.num_train_examples, meta.num_eval_examples)
   return data_dir
 
 
 def _rebuild(config, data_dir: str, corpus, given_tokenizer, settings: dict):
   """Builds over what is in `data_dir`, unless it is a complete build that the user named."""
   try:
-    other = load_meta(data_dir)['settings']
+    other = load_meta(data_dir).settings
   except UserError:
     other = None  # nothing complete there (or a killed build's leftovers): build
   if other is not None and config.data.data_dir:  # it may be shared by other runs: never deleted
@@ -367,16 +362,61 @@ def _check_vocab_size(tokenizer: tokenization.Tokenizer, vocab_size: int):
         f'{vocab_size}; set --config.model.vocab_size={tokenizer.vocab_size}')
 
 
-def load_meta(data_dir: str) -> dict:
-  """Reads DATA_DIR/meta.json of a complete build.
+@dataclasses.dataclass(frozen=True)
+class DataMeta:
+  """A complete build's meta.json, as `load_meta` reads it; its paths absolute.
 
-  Paths come back absolute: `vocab_path`, `train_files`, `eval_files` and the keys of
-  `train_examples_per_file` / `eval_examples_per_file`; `data_dir` is added.
+  `vocab_path`, the files and the keys of the examples-per-file maps are resolved against
+  `data_dir` (meta.json holds them relative to it, so the folder can be moved).
   """
+  data_dir: str
+  max_seq_length: int
+  vocab_path: str
+  vocab_kind: str  # 'wordpiece' or 'sentencepiece'
+  vocab_size: int
+  do_lower_case: bool
+  pad_id: int
+  unk_id: int
+  cls_id: int
+  sep_id: int
+  mask_id: int
+  train_files: tuple[str, ...]
+  eval_files: tuple[str, ...]
+  train_examples_per_file: dict[str, int]
+  eval_examples_per_file: dict[str, int]
+  num_train_examples: int
+  num_eval_examples: int
+  corpus: str  # its description
+  builder_seed: int
+  settings: dict  # what the shards depend on (a build with the same settings is reused)
+  num_train_documents: int | None = None
+  num_eval_documents: int | None = None
+
+  def special_ids(self):
+    """The ids the pre-training objective needs (objective.SpecialIds)."""
+    from electra_jax import objective  # pylint: disable=g-import-not-at-top  (JAX: not for builders)
+    return objective.SpecialIds(self.pad_id, self.cls_id, self.sep_id, self.mask_id)
+
+  def vocab_info(self) -> dict:
+    """The 'vocab' entry of pretrained/config.json (checkpoint.export_pretrained)."""
+    return {'vocab_path': self.vocab_path, 'vocab_kind': self.vocab_kind,
+            'vocab_size': self.vocab_size, 'do_lower_case': self.do_lower_case,
+            'pad_id': self.pad_id, 'unk_id': self.unk_id, 'cls_id': self.cls_id,
+            'sep_id': self.sep_id, 'mask_id': self.mask_id}
+
+
+_META_FIELDS = frozenset(f.name for f in dataclasses.fields(DataMeta)) - {'data_dir'}
+_META_KEYS = tuple(f.name for f in dataclasses.fields(DataMeta)  # what a complete meta.json has
+                   if f.default is dataclasses.MISSING and f.name != 'data_dir')
+
+
+def load_meta(data_dir: str) -> DataMeta:
+  """Reads DATA_DIR/meta.json of a complete build (UserError if there is none)."""
   data_dir = paths.abspath(data_dir)
   path = paths.join(data_dir, META_FILE)
   incomplete = UserError(
-      f'{data_dir} has no complete pre-training data ({META_FILE}); run build_data')
+      f'{data_dir} has no complete pre-training data ({META_FILE}); run build_data first '
+      "(--mode=build_data, or main.run('train', config, workdir), which builds, then trains)")
   try:
     with paths.open(path) as f:
       meta = json.load(f)
@@ -388,15 +428,16 @@ def load_meta(data_dir: str) -> dict:
   def resolve(p):
     return paths.join(data_dir, p)
 
-  meta['data_dir'] = data_dir
-  meta['vocab_path'] = resolve(meta['vocab_path'])
+  values = {k: v for k, v in meta.items() if k in _META_FIELDS}  # unknown keys: ignored
+  values['vocab_path'] = resolve(meta['vocab_path'])
   for split in ('train', 'eval'):
-    meta[f'{split}_files'] = [resolve(p) for p in meta[f'{split}_files']]
-    meta[f'{split}_examples_per_file'] = {
+    values[f'{split}_files'] = tuple(resolve(p) for p in meta[f'{split}_files'])
+    values[f'{split}_examples_per_file'] = {
         resolve(p): n for p, n in meta[f'{split}_examples_per_file'].items()}
-  if not all(paths.isfile(p) for p in meta['train_files'] + meta['eval_files']):
+  loaded = DataMeta(data_dir=data_dir, **values)
+  if not all(paths.isfile(p) for p in loaded.train_files + loaded.eval_files):
     raise incomplete
-  return meta
+  return loaded
 
 
 def _main(argv):

@@ -14,8 +14,12 @@ TensorFlow here is for reading only: it is hidden from GPUs and TPUs, which belo
 """
 import os
 import re
+from typing import TYPE_CHECKING
 
 from electra_jax.errors import UserError
+
+if TYPE_CHECKING:
+  from electra_jax import build_data  # pylint: disable=g-import-not-at-top
 
 FEATURES = ('input_ids', 'input_mask', 'segment_ids')
 # Files read at once by the interleave; more only helps mixing when the shuffle buffer is small.
@@ -45,12 +49,12 @@ def _local_batch_size(config, process_index: int, process_count: int) -> int:
   return config.batch_size // process_count
 
 
-def _check_meta(config, meta: dict):
-  if config.max_seq_length != meta['max_seq_length']:
+def _check_meta(config, meta):
+  if config.max_seq_length != meta.max_seq_length:
     raise UserError(
-        f'the data in {meta.get("data_dir", "?")} has max_seq_length {meta["max_seq_length"]} but the '
+        f'the data in {meta.data_dir} has max_seq_length {meta.max_seq_length} but the '
         f'config has {config.max_seq_length}; rebuild the data or set '
-        f'--config.max_seq_length={meta["max_seq_length"]}')
+        f'--config.max_seq_length={meta.max_seq_length}')
 
 
 def _local_files(files: list[str], counts: dict, process_index: int, process_count: int):
@@ -104,8 +108,8 @@ def _naming_damaged_files(tf, iterator, files, max_seq_length):
     raise UserError(f'cannot read the pre-training shards ({reason})') from None
 
 
-def train_batches(config, meta: dict, start_step: int = 0, process_index: int = 0,
-                  process_count: int = 1):
+def train_batches(config, meta: 'build_data.DataMeta', start_step: int = 0,
+                  process_index: int = 0, process_count: int = 1):
   """Endless iterator of training batches, from step `start_step` on.
 
   Yields dicts of int32 numpy arrays `input_ids`, `input_mask`, `segment_ids`, each of shape
@@ -115,10 +119,10 @@ def train_batches(config, meta: dict, start_step: int = 0, process_index: int = 
   _check_meta(config, meta)
   batch = _local_batch_size(config, process_index, process_count)
   files, by_record, num_records = _local_files(
-      meta['train_files'], meta['train_examples_per_file'], process_index, process_count)
+      meta.train_files, meta.train_examples_per_file, process_index, process_count)
   if num_records == 0:
     raise UserError(f'process {process_index} of {process_count} has no training examples in '
-                    f'{meta.get("data_dir", "the data dir")}; build more data or fewer shards')
+                    f'{meta.data_dir}; build more data or fewer shards')
 
   first_record = start_step * batch
   start_epoch, skip = divmod(first_record, num_records)
@@ -143,12 +147,13 @@ def train_batches(config, meta: dict, start_step: int = 0, process_index: int = 
 
   dataset = tf.data.Dataset.range(start_epoch, _MAX_EPOCHS).flat_map(epoch_records)
   dataset = dataset.skip(skip).batch(batch, drop_remainder=True)
-  dataset = dataset.map(_parse_batch(tf, meta['max_seq_length']), num_parallel_calls=tf.data.AUTOTUNE)
+  dataset = dataset.map(_parse_batch(tf, meta.max_seq_length), num_parallel_calls=tf.data.AUTOTUNE)
   return _naming_damaged_files(tf, _deterministic(tf, dataset.prefetch(2)).as_numpy_iterator(),
-                               files, meta['max_seq_length'])
+                               files, meta.max_seq_length)
 
 
-def eval_batches(config, meta: dict, process_index: int = 0, process_count: int = 1):
+def eval_batches(config, meta: 'build_data.DataMeta', process_index: int = 0,
+                 process_count: int = 1):
   """Iterator of the `config.eval_steps` eval batches; every call gives the same batches.
 
   The eval files are read in order and repeated if they hold fewer examples than the batches need.
@@ -157,15 +162,15 @@ def eval_batches(config, meta: dict, process_index: int = 0, process_count: int 
   _check_meta(config, meta)
   batch = _local_batch_size(config, process_index, process_count)
   files, by_record, num_records = _local_files(
-      meta['eval_files'], meta['eval_examples_per_file'], process_index, process_count)
+      meta.eval_files, meta.eval_examples_per_file, process_index, process_count)
   if num_records == 0:
     raise UserError(f'process {process_index} of {process_count} has no eval examples in '
-                    f'{meta.get("data_dir", "the data dir")}; build with a larger eval_fraction')
+                    f'{meta.data_dir}; build with a larger eval_fraction')
   dataset = tf.data.TFRecordDataset(files)
   if by_record:
     dataset = dataset.shard(process_count, process_index)
   dataset = dataset.repeat().batch(batch, drop_remainder=True).take(config.eval_steps)
-  dataset = dataset.map(_parse_batch(tf, meta['max_seq_length']))
+  dataset = dataset.map(_parse_batch(tf, meta.max_seq_length))
   return _naming_damaged_files(tf, _deterministic(tf, dataset).as_numpy_iterator(), files,
-                               meta['max_seq_length'])
+                               meta.max_seq_length)
 

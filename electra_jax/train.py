@@ -273,13 +273,13 @@ def check_config(config, num_devices: int):
                     '(every microbatch is split over all of them)')
 
 
-def check_data(config, meta):
-  if meta['vocab_size'] != config.model.vocab_size:
-    raise UserError(f"the vocabulary has {meta['vocab_size']} tokens but model.vocab_size is "
-                    f"{config.model.vocab_size}; set --config.model.vocab_size={meta['vocab_size']}")
-  if meta['max_seq_length'] != config.max_seq_length:
-    raise UserError(f"the data in {meta['data_dir']} has sequences of {meta['max_seq_length']} "
-                    f"tokens but max_seq_length is {config.max_seq_length}")
+def check_data(config, meta: build_data.DataMeta):
+  if meta.vocab_size != config.model.vocab_size:
+    raise UserError(f'the vocabulary has {meta.vocab_size} tokens but model.vocab_size is '
+                    f'{config.model.vocab_size}; set --config.model.vocab_size={meta.vocab_size}')
+  if meta.max_seq_length != config.max_seq_length:
+    raise UserError(f'the data in {meta.data_dir} has sequences of {meta.max_seq_length} '
+                    f'tokens but max_seq_length is {config.max_seq_length}')
 
 
 def file_sha256(path: str) -> str:
@@ -290,15 +290,15 @@ def file_sha256(path: str) -> str:
   return digest.hexdigest()
 
 
-def run_info(config, meta=None) -> dict:
+def run_info(config, meta: build_data.DataMeta | None = None) -> dict:
   """What a checkpoint's weights are tied to, saved with it: the vocabulary (its SHA-256) and the
   data settings. A resume with other ones is refused (checkpoint.check_run_info): its token ids or
   data would silently differ. Without `meta` (before the data is built) only what the config says.
   """
-  settings = meta['settings'] if meta else build_data.config_settings(config)
+  settings = meta.settings if meta else build_data.config_settings(config)
   info = {k: settings[k] for k in ('corpus', 'do_lower_case', 'max_seq_length', 'builder_seed',
                                    'num_shards', 'eval_fraction')}
-  vocab = meta['vocab_path'] if meta else config.data.vocab
+  vocab = meta.vocab_path if meta else config.data.vocab
   if vocab and paths.isfile(vocab):
     info['vocab_sha256'] = file_sha256(vocab)
   return info
@@ -355,7 +355,7 @@ def _train_and_evaluate(config, workdir: str, mesh) -> dict:
   meta = build_data.load_meta(data_dir)
   check_data(config, meta)
   info = run_info(config, meta)
-  special = objective.SpecialIds(meta['pad_id'], meta['cls_id'], meta['sep_id'], meta['mask_id'])
+  special = meta.special_ids()
   max_predictions = objective.max_predictions_per_seq(
       config.objective.mask_prob, config.max_seq_length, config.objective.max_predictions)
 
@@ -369,7 +369,7 @@ def _train_and_evaluate(config, workdir: str, mesh) -> dict:
       from electra_jax import convert  # pylint: disable=g-import-not-at-top
       # gather_to_host: the fresh params may be split across processes; every process calls it.
       imported = convert.initial_params(config, sharding.gather_to_host(state.params),
-                                        meta['vocab_path'])
+                                        meta.vocab_path)
       params = jax.device_put(imported, steps.state_sharding.params)
       state = state.replace(params=params, opt_state=jax.jit(
           steps.tx.init, out_shardings=steps.state_sharding.opt_state)(params))
@@ -450,9 +450,6 @@ def _train_and_evaluate(config, workdir: str, mesh) -> dict:
             'stopped': stop.reason}
   final_params = sharding.gather_to_host(state.params)  # a collective: every process calls it
   if jax.process_index() == 0:
-    vocab_info = {k: meta[k] for k in ('vocab_path', 'vocab_kind', 'vocab_size', 'do_lower_case',
-                                       'pad_id', 'unk_id', 'cls_id', 'sep_id', 'mask_id')
-                  if k in meta}
     checkpoint.export_pretrained(paths.join(workdir, 'pretrained'), final_params, config,
-                                 vocab_info)
+                                 meta.vocab_info())
   return {'train': train_metrics, 'eval': eval_metrics, 'step': int(state.step)}

@@ -1,4 +1,5 @@
 """Tests of the pre-training data builder: packing rules, shards, meta.json, reuse and bad input."""
+import dataclasses
 import json
 import os
 import random
@@ -209,25 +210,25 @@ def test_build_with_two_processes(tmp_path):
   assert raw_meta['train_files'] == [f'train-{i:05d}-of-00003.tfrecord' for i in range(3)]
   assert raw_meta['eval_files'] == ['eval-00000-of-00001.tfrecord']
   meta = build_data.load_meta(data_dir)
-  assert (meta['vocab_kind'], meta['vocab_size'], meta['max_seq_length']) == ('wordpiece', 30, 32)
-  assert (meta['pad_id'], meta['unk_id'], meta['cls_id'], meta['sep_id'], meta['mask_id']) == (
+  assert (meta.vocab_kind, meta.vocab_size, meta.max_seq_length) == ('wordpiece', 30, 32)
+  assert (meta.pad_id, meta.unk_id, meta.cls_id, meta.sep_id, meta.mask_id) == (
       0, 1, 2, 3, 4)
-  assert meta['num_train_examples'] > 0 and meta['num_eval_examples'] > 0
-  assert meta['builder_seed'] == config.data.builder_seed and meta['do_lower_case']
-  assert meta['vocab_path'] == config.data.vocab
+  assert meta.num_train_examples > 0 and meta.num_eval_examples > 0
+  assert meta.builder_seed == config.data.builder_seed and meta.do_lower_case
+  assert meta.vocab_path == config.data.vocab
 
   for split in ('train', 'eval'):
     total = 0
-    for path in meta[f'{split}_files']:
+    for path in getattr(meta, f'{split}_files'):
       examples = read_shard(path)
-      assert len(examples) == meta[f'{split}_examples_per_file'][path]
+      assert len(examples) == getattr(meta, f'{split}_examples_per_file')[path]
       total += len(examples)
       for example in examples:
         assert sorted(example) == ['input_ids', 'input_mask', 'segment_ids']
         assert all(len(v) == 32 for v in example.values())
-        assert example['input_ids'][0] == meta['cls_id']
-        assert example['input_ids'][sum(example['input_mask']) - 1] == meta['sep_id']
-    assert total == meta[f'num_{split}_examples']
+        assert example['input_ids'][0] == meta.cls_id
+        assert example['input_ids'][sum(example['input_mask']) - 1] == meta.sep_id
+    assert total == getattr(meta, f'num_{split}_examples')
 
   # The output does not depend on the number of processes.
   one_process = make_config(tmp_path, num_processes=1, data_dir=str(tmp_path / 'data1'))
@@ -245,7 +246,7 @@ def test_rebuild_reuses_complete_data_and_rebuilds_on_change(tmp_path, caplog):
   config.data.builder_seed += 1
   with caplog.at_level('WARNING'):
     build_data.build_pretraining_data(config, str(tmp_path / 'work'))
-  assert build_data.load_meta(data_dir)['builder_seed'] == config.data.builder_seed
+  assert build_data.load_meta(data_dir).builder_seed == config.data.builder_seed
   assert f'Rebuilding the pre-training data in {data_dir}: its settings changed (builder_seed ' \
          f'12345 -> 12346)' in caplog.text
 
@@ -293,14 +294,39 @@ def test_load_meta_of_empty_dir(tmp_path):
     build_data.load_meta(str(tmp_path))
 
 
+def test_load_meta_is_a_frozen_data_meta_and_reads_older_meta_json(tmp_path):
+  data_dir = build_data.build_pretraining_data(make_config(tmp_path), '')
+  meta = build_data.load_meta(data_dir)
+  assert isinstance(meta, build_data.DataMeta) and meta.data_dir == data_dir
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    meta.vocab_size = 99
+  assert meta.special_ids() == (0, 2, 3, 4)  # objective.SpecialIds: pad, cls, sep, mask
+  assert meta.vocab_info() == {
+      'vocab_path': meta.vocab_path, 'vocab_kind': 'wordpiece', 'vocab_size': len(VOCAB),
+      'do_lower_case': True, 'pad_id': 0, 'unk_id': 1, 'cls_id': 2, 'sep_id': 3, 'mask_id': 4}
+  assert meta.train_files == tuple(os.path.join(data_dir, f'train-{i:05d}-of-00003.tfrecord')
+                                   for i in range(3))
+  # An older meta.json (without the document counts) and one with a key unknown here still load.
+  meta_path = os.path.join(data_dir, 'meta.json')
+  with open(meta_path) as f:
+    raw = json.load(f)
+  del raw['num_train_documents'], raw['num_eval_documents']
+  raw['written_by_a_newer_version'] = 1
+  with open(meta_path, 'w') as f:
+    json.dump(raw, f)
+  older = build_data.load_meta(data_dir)
+  assert older.num_train_documents is None and older == dataclasses.replace(
+      meta, num_train_documents=None, num_eval_documents=None)
+
+
 def test_trains_sentencepiece_when_no_vocab_is_given(tmp_path):
   config = make_config(tmp_path, vocab='')
   config.model.vocab_size = 40
   data_dir = build_data.build_pretraining_data(config, '')
   meta = build_data.load_meta(data_dir)
-  assert meta['vocab_kind'] == 'sentencepiece'
-  assert meta['vocab_path'] == os.path.join(data_dir, 'spm.model')
-  assert (meta['pad_id'], meta['unk_id'], meta['cls_id'], meta['sep_id'], meta['mask_id']) == (
+  assert meta.vocab_kind == 'sentencepiece'
+  assert meta.vocab_path == os.path.join(data_dir, 'spm.model')
+  assert (meta.pad_id, meta.unk_id, meta.cls_id, meta.sep_id, meta.mask_id) == (
       0, 1, 2, 3, 4)
   with open(os.path.join(data_dir, 'meta.json')) as f:
     assert json.load(f)['vocab_path'] == 'spm.model'  # relative: the data dir can move
@@ -396,7 +422,7 @@ def test_command_line(tmp_path):
   env = dict(os.environ, PYTHONPATH=REPO_ROOT)
   done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO_ROOT, check=False)
   assert done.returncode == 0, done.stderr
-  assert build_data.load_meta(str(tmp_path / 'work' / 'data'))['num_train_examples'] > 0
+  assert build_data.load_meta(str(tmp_path / 'work' / 'data')).num_train_examples > 0
 
   command[-1] = '--config.model.vocab_size=31'
   done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO_ROOT, check=False)

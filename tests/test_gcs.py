@@ -110,8 +110,8 @@ def test_pipeline_on_gcs(gcs, monkeypatch):
 
   data_dir = build_data.build_pretraining_data(config, workdir)
   meta = build_data.load_meta(data_dir)
-  assert data_dir == f'{gcs}/data' and meta['vocab_path'] == f'{gcs}/vocab.txt'
-  assert all(f.startswith(f'{gcs}/data/') for f in meta['train_files'] + meta['eval_files'])
+  assert data_dir == f'{gcs}/data' and meta.vocab_path == f'{gcs}/vocab.txt'
+  assert all(f.startswith(f'{gcs}/data/') for f in meta.train_files + meta.eval_files)
 
   real_batches = input_pipeline.train_batches
 

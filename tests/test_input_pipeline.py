@@ -54,7 +54,7 @@ def rows(batches):
 def all_train_rows(meta):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   result = []
-  for path in meta['train_files']:
+  for path in meta.train_files:
     for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
       features = tf.train.Example.FromString(record).features.feature
       result.append(tuple(features['input_ids'].int64_list.value))
@@ -68,13 +68,13 @@ def test_batch_shapes_and_dtypes(data):
   for value in batch.values():
     assert isinstance(value, np.ndarray)
     assert value.shape == (BATCH, SEQ) and value.dtype == np.int32
-  assert (batch['input_ids'][:, 0] == meta['cls_id']).all()
+  assert (batch['input_ids'][:, 0] == meta.cls_id).all()
   assert ((batch['input_ids'] != 0) == (batch['input_mask'] == 1)).all()
 
 
 def test_each_epoch_reads_every_example_once(data):
   config, meta = data
-  num_records = meta['num_train_examples']
+  num_records = meta.num_train_examples
   assert num_records > 3 * BATCH  # the checks below then cross epoch boundaries
   batches = take(input_pipeline.train_batches(config, meta), 2 * num_records // BATCH + 1)
   stream = rows(batches)
@@ -86,7 +86,7 @@ def test_each_epoch_reads_every_example_once(data):
 
 def test_resumed_batches_equal_uninterrupted_ones(data):
   config, meta = data
-  steps_per_epoch = meta['num_train_examples'] / BATCH
+  steps_per_epoch = meta.num_train_examples / BATCH
   total = int(2.5 * steps_per_epoch)
   uninterrupted = take(input_pipeline.train_batches(config, meta), total)
   again = take(input_pipeline.train_batches(config, meta), total)
@@ -116,7 +116,7 @@ def test_processes_split_each_epoch_between_them(data, process_count):
     batches = input_pipeline.train_batches(
         config, meta, process_index=index, process_count=process_count)
     _, _, num_records = input_pipeline._local_files(  # pylint: disable=protected-access
-        meta['train_files'], meta['train_examples_per_file'], index, process_count)
+        meta.train_files, meta.train_examples_per_file, index, process_count)
     epoch = take(batches, -(-num_records // local_batch))
     assert epoch[0]['input_ids'].shape == (local_batch, SEQ)
     together.update(rows(epoch)[:num_records])
@@ -129,7 +129,7 @@ def test_eval_batches_are_the_same_every_call(data):
   first = list(input_pipeline.eval_batches(config, meta))
   second = list(input_pipeline.eval_batches(config, meta))
   assert len(first) == config.eval_steps
-  assert meta['num_eval_examples'] < config.eval_steps * BATCH  # so the eval files were repeated
+  assert meta.num_eval_examples < config.eval_steps * BATCH  # so the eval files were repeated
   for a, b in zip(first, second):
     for name in a:
       assert a[name].shape == (BATCH, SEQ) and a[name].dtype == np.int32

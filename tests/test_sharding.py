@@ -200,7 +200,7 @@ def test_two_processes_equal_one(tmp_path):
   init_rng, step_rng, _ = jax.random.split(jax.random.key(config.seed), 3)
   _, _, _, expected = run_train_steps(
       config, batches, init_rng=init_rng, step_rng=step_rng,
-      special=(meta['pad_id'], meta['cls_id'], meta['sep_id'], meta['mask_id']),
+      special=(meta.pad_id, meta.cls_id, meta.sep_id, meta.mask_id),
       max_predictions=objective.max_predictions_per_seq(config.objective.mask_prob,
                                                         config.max_seq_length))
   print(f'2 processes: losses {losses}, one device {expected}')

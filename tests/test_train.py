@@ -255,8 +255,8 @@ def test_demo_config_end_to_end(tmp_path):
   result = main_lib.run('train', config, str(tmp_path))
   assert result['step'] == 2 and 0.0 <= result['eval']['disc_auc'] <= 1.0
   meta = build_data.load_meta(str(tmp_path / 'data'))
-  assert meta['vocab_kind'] == 'sentencepiece' and meta['vocab_size'] == config.model.vocab_size
-  assert meta['num_train_examples'] > 1000
+  assert meta.vocab_kind == 'sentencepiece' and meta.vocab_size == config.model.vocab_size
+  assert meta.num_train_examples > 1000
 
 
 def test_checkpoint_of_another_model_size_is_one_clear_error(data_dir, tmp_path):
