@@ -106,7 +106,7 @@ def main(argv):
   del argv
   host_memory.retain_freed_memory()
   from configs import demo  # pylint: disable=g-import-not-at-top
-  from electra_jax import score, train  # pylint: disable=g-import-not-at-top
+  from electra_jax import build_data, score, train  # pylint: disable=g-import-not-at-top
   from electra_jax.finetune import loop  # pylint: disable=g-import-not-at-top
   workdir = os.path.abspath(_WORKDIR.value)
   task_dir = os.path.join(workdir, 'task')
@@ -121,6 +121,7 @@ def main(argv):
       config.model.embedding_sharing = sharing
       config.data.data_dir = os.path.join(workdir, 'data')  # one build for every run
       run = os.path.join(workdir, f'{sharing}_{seed}')
+      build_data.build_pretraining_data(config, run)  # the first run builds, the others reuse
       result = train.train_and_evaluate(config, run)
       ft = finetune_config(task_dir, run)
       results_path = os.path.join(run, 'family', 'results.json')

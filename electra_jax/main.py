@@ -10,8 +10,9 @@ Fine-tuning (configs/finetune.py: a config with a `task` key runs --mode=finetun
   python -m electra_jax.main --config=configs/finetune.py --config.task=mnli \
       --config.init_checkpoint=PRETRAIN_WORKDIR --config.data_dir=GLUE_DIR --workdir=DIR
 
-Modes: `train` (default: builds the data if WORKDIR/data has none, then pre-trains, resuming from
-the latest checkpoint in WORKDIR), `build_data` (only the vocabulary and TFRecord shards),
+Modes: `train` (default: builds the data if data.data_dir (WORKDIR/data) has none, then pre-trains,
+resuming from the latest checkpoint in WORKDIR; a job of several processes needs the data built
+beforehand), `build_data` (only the vocabulary and TFRecord shards),
 `compile` (compiles the train and eval steps for the TPU slice `compile_topology` on this host and
 prints per-chip HBM and FLOPs; no data, no TPU, no workdir needed: compile_tpu.py), and with
 configs/finetune.py: `finetune`, `score` (per-token P(replaced) of texts, score.py) and `zeroshot`
@@ -68,7 +69,12 @@ def run(mode, config, workdir: str):
   if mode == 'finetune':
     from electra_jax.finetune import loop  # pylint: disable=g-import-not-at-top
     return loop.run(config, workdir)
+  import jax  # pylint: disable=g-import-not-at-top
+  from electra_jax import build_data  # pylint: disable=g-import-not-at-top
   from electra_jax import train  # pylint: disable=g-import-not-at-top
+  train.check_before_data(config, workdir)  # a bad config or checkpoint: told before any build
+  if jax.process_count() == 1:  # else every process must see the same shards: --mode=build_data
+    build_data.build_pretraining_data(config, workdir)  # or reuses the data built already
   return train.train_and_evaluate(config, workdir)
 
 

@@ -327,12 +327,29 @@ def _eta(seconds):
       f'{seconds // 60}m{seconds % 60:02d}s'
 
 
+def check_before_data(config, workdir: str):
+  """What `train_and_evaluate` would refuse whatever the data: a bad config, an unwritable workdir,
+  checkpoints of other data settings or another vocabulary. main.run calls it before building the
+  data, so these are told in one line before any data is (re)built."""
+  workdir = paths.abspath(workdir)
+  mesh = sharding.make_mesh(config.mesh_shape)
+  check_config(config, mesh.shape['data'] * mesh.shape['fsdp'])
+  paths.make_writable_dir(workdir, 'workdir')
+  with workdir_lock.hold(workdir):  # a running run's checkpoints are its own
+    manager = checkpoint.checkpoint_manager(workdir, config)
+    try:
+      checkpoint.check_run_info(manager, run_info(config))
+    finally:
+      manager.close()
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Pre-trains ELECTRA per `config` in `workdir` (resuming from its latest checkpoint).
 
-  Builds the data first if `config.data.data_dir` (default WORKDIR/data) holds none. Returns the
-  final train and eval metrics and the step reached; with `stopped` (the signal's name) when
-  SIGTERM / SIGINT ended the run early, its last step checkpointed.
+  Reads the data in `config.data.data_dir` (default WORKDIR/data), which must be built already
+  (build_data.build_pretraining_data, --mode=build_data; main.run('train', ...) builds, then calls
+  this). Returns the final train and eval metrics and the step reached; with `stopped` (the signal's
+  name) when SIGTERM / SIGINT ended the run early, its last step checkpointed.
   """
   workdir = paths.abspath(workdir)
   mesh = sharding.make_mesh(config.mesh_shape)
@@ -343,16 +360,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 
 def _train_and_evaluate(config, workdir: str, mesh) -> dict:
-  # A checkpoint of other data or another vocabulary is refused before any data is (re)built.
+  # A checkpoint of other data or another vocabulary is refused before the data is read.
   manager = checkpoint.checkpoint_manager(workdir, config)
   checkpoint.check_run_info(manager, run_info(config))
 
-  # Data and vocabulary.
-  if jax.process_count() == 1:
-    data_dir = build_data.build_pretraining_data(config, workdir)
-  else:  # every process must see the same shards: build them beforehand (mode=build_data).
-    data_dir = config.data.data_dir or paths.join(workdir, 'data')
-  meta = build_data.load_meta(data_dir)
+  # Data and vocabulary: built beforehand (every process must see the same shards).
+  meta = build_data.load_meta(config.data.data_dir or paths.join(workdir, 'data'))
   check_data(config, meta)
   info = run_info(config, meta)
   special = meta.special_ids()

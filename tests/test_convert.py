@@ -19,6 +19,7 @@ from conftest import tiny_config
 from electra_jax import checkpoint
 from electra_jax import convert
 from electra_jax import defaults
+from electra_jax import main as main_lib
 from electra_jax import model as model_lib
 from electra_jax import tokenization
 from electra_jax import train
@@ -431,7 +432,7 @@ def test_training_starts_from_an_imported_hf_checkpoint(hf_dir, corpus_dir, inpu
 
   config = init_config(str(tmp_path / 'data'), corpus_dir, hf_dir, num_train_steps=2,
                        checkpoint_every_steps=1, eval_every_steps=2, eval_steps=1)
-  train.train_and_evaluate(config, str(tmp_path / 'run'))
+  main_lib.run('train', config, str(tmp_path / 'run'))  # builds the data, then trains
 
   params = given['params']
   assert 'generator_embeddings' not in params  # one table, seen by both models

@@ -68,7 +68,6 @@ def pretrained_dir(tmp_path_factory):
 @pytest.fixture(scope='module')
 def pretrained_workdir(tmp_path_factory):
   """A real (tiny, 30-step) ELECTRA pre-training run on the fixture's sentences: its workdir."""
-  from electra_jax import train  # pylint: disable=g-import-not-at-top
   tmp = tmp_path_factory.mktemp('pretrain_run')
   sentences = [r.split('\t')[0] for r in open(os.path.join(FIXTURES, 'SST-2', 'train.tsv'))][1:]
   docs = ['\n'.join(sentences[i:i + 4]) for i in range(0, len(sentences), 4)]
@@ -78,7 +77,7 @@ def pretrained_workdir(tmp_path_factory):
   config.data.corpus, config.data.vocab = str(tmp / 'corpus.txt'), VOCAB
   config.data.num_shards, config.data.num_processes, config.data.eval_fraction = 1, 1, 0.1
   config.data.shuffle_buffer = 64
-  train.train_and_evaluate(config, str(tmp / 'workdir'))
+  main_lib.run('train', config, str(tmp / 'workdir'))  # builds the data, then trains
   return str(tmp / 'workdir')
 
 

@@ -266,6 +266,19 @@ def test_checkpoint_of_another_model_size_is_one_clear_error(data_dir, tmp_path)
     train.train_and_evaluate(bigger, str(tmp_path))
 
 
+def test_training_without_built_data_is_one_error_and_builds_nothing(data_dir, tmp_path):
+  """train_and_evaluate only reads the data: main.run('train') (or --mode=build_data) builds it."""
+  config = config_for(str(tmp_path / 'data'), os.path.dirname(data_dir))
+  with pytest.raises(UserError) as error:
+    train.train_and_evaluate(config, str(tmp_path / 'work'))
+  message = str(error.value)
+  assert message == (f'{tmp_path}/data has no complete pre-training data (meta.json); run '
+                     "build_data first (--mode=build_data, or main.run('train', config, workdir), "
+                     'which builds, then trains)')
+  assert not (tmp_path / 'data').exists()  # nothing built
+  assert not os.listdir(tmp_path / 'work' / 'checkpoints')  # nor trained
+
+
 def test_unwritable_workdir(data_dir, tmp_path):
   (tmp_path / 'file').write_text('x')
   with pytest.raises(UserError, match='cannot write to workdir'):
