@@ -80,11 +80,11 @@ def main(argv):
     masked = objective.mask_tokens(mask_rng, ids, input_mask, special, config.objective.mask_prob,
                                    max_predictions)
     logits = model.apply({'params': params}, masked.masked_ids, input_mask, segment_ids,
-                         masked.masked_positions, method='generator_logits', deterministic=True)
+                         masked.masked_positions, method=model.generator_logits, deterministic=True)
     sampled = objective.sample_replacements(sample_rng, logits, temperature)
     corrupted, labels = objective.corrupt_inputs(ids, masked, sampled)
     disc = model.apply({'params': params}, corrupted, input_mask, segment_ids,
-                       method='discriminator_logits', deterministic=True)
+                       method=model.discriminator_logits, deterministic=True)
     surprise = jnp.zeros(ids.shape)
     if mlm is not None:
       _, mlm_model, mlm_params = mlm
@@ -94,7 +94,8 @@ def main(argv):
                                      (ids.shape[0], ids.shape[1] // 8))
         mlm_logits = mlm_model.apply(
             {'params': mlm_params}, corrupted.at[rows, positions].set(special.mask_id),
-            input_mask, segment_ids, positions, method='generator_logits', deterministic=True)
+            input_mask, segment_ids, positions, method=mlm_model.generator_logits,
+            deterministic=True)
         token = jnp.take_along_axis(corrupted, positions, axis=1)
         logp = jnp.take_along_axis(jax.nn.log_softmax(mlm_logits), token[..., None], -1)[..., 0]
         surprise = surprise.at[rows, positions].set(-logp)

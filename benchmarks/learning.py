@@ -28,7 +28,6 @@ FLOPs) are fine-tuned; 1 = the whole run. Intermediate budgets are checkpoints o
 (the learning curve of one run, like the paper's Figure 4), so the learning rate there has not
 decayed to zero yet. Results: WORKDIR/results.json and the printed table.
 """
-import collections
 import functools
 import hashlib
 import json

@@ -24,6 +24,7 @@ from absl import logging
 
 from electra_jax import corpus as corpus_lib
 from electra_jax import demo_corpus
+from electra_jax import errors
 from electra_jax import paths
 from electra_jax import shard_writer
 from electra_jax import tokenization
@@ -239,7 +240,8 @@ def build_pretraining_data(config, workdir: str) -> str:
   given_tokenizer = None
   if config.data.vocab:
     given_tokenizer = tokenization.load_tokenizer(config.data.vocab, config.data.do_lower_case)
-    _check_vocab_size(given_tokenizer, config.model.vocab_size)
+    errors.check_vocab_size(given_tokenizer.path, given_tokenizer.vocab_size,
+                            config.model.vocab_size)
 
   settings = _settings(config, corpus)
   meta = _matching_meta(data_dir, settings)
@@ -300,7 +302,7 @@ def _build(config, data_dir: str, corpus, given_tokenizer, settings: dict):
           text_shards.train_paths, paths.join(data_dir, _SPM_PREFIX), config.model.vocab_size,
           config.data.do_lower_case)
       tokenizer = tokenization.load_tokenizer(model_path)
-      _check_vocab_size(tokenizer, config.model.vocab_size)
+      errors.check_vocab_size(tokenizer.path, tokenizer.vocab_size, config.model.vocab_size)
 
     tasks, names = [], []
     for split, text_paths in (('train', text_shards.train_paths), ('eval', text_shards.eval_paths)):
@@ -355,13 +357,6 @@ def _build(config, data_dir: str, corpus, given_tokenizer, settings: dict):
                data_dir)
 
 
-def _check_vocab_size(tokenizer: tokenization.Tokenizer, vocab_size: int):
-  if tokenizer.vocab_size != vocab_size:
-    raise UserError(
-        f'vocabulary {tokenizer.path} has {tokenizer.vocab_size} tokens but model.vocab_size is '
-        f'{vocab_size}; set --config.model.vocab_size={tokenizer.vocab_size}')
-
-
 @dataclasses.dataclass(frozen=True)
 class DataMeta:
   """A complete build's meta.json, as `load_meta` reads it; its paths absolute.
@@ -398,11 +393,8 @@ class DataMeta:
     return objective.SpecialIds(self.pad_id, self.cls_id, self.sep_id, self.mask_id)
 
   def vocab_info(self) -> dict:
-    """The 'vocab' entry of pretrained/config.json (checkpoint.export_pretrained)."""
-    return {'vocab_path': self.vocab_path, 'vocab_kind': self.vocab_kind,
-            'vocab_size': self.vocab_size, 'do_lower_case': self.do_lower_case,
-            'pad_id': self.pad_id, 'unk_id': self.unk_id, 'cls_id': self.cls_id,
-            'sep_id': self.sep_id, 'mask_id': self.mask_id}
+    """The 'vocab' entry of pretrained/config.json (tokenization.VOCAB_INFO_KEYS)."""
+    return {key: getattr(self, key) for key in tokenization.VOCAB_INFO_KEYS}
 
 
 _META_FIELDS = frozenset(f.name for f in dataclasses.fields(DataMeta)) - {'data_dir'}

@@ -236,13 +236,7 @@ def export_pretrained(directory: str, params, config, vocab_info: dict):
   if bad:
     raise UserError(f'the weights hold non-finite values ({bad[0]}); nothing was exported to '
                     f'{directory}')
-  paths.makedirs(directory)
   disc, gen = split_pretrained(params, config.model)
-  for name, tree in (('discriminator', disc), ('generator', gen)):
-    tmp = paths.join(directory, f'{name}.msgpack.tmp')
-    with paths.open(tmp, 'wb') as f:
-      f.write(flax.serialization.msgpack_serialize(tree))
-    paths.replace(tmp, paths.join(directory, f'{name}.msgpack'))
   # The model of the files: with gdes the generator's own tables (embedding_size wide: say so)
   # beside the discriminator's summed ones, i.e. 'separate'.
   sharing = model_lib.embedding_sharing(config.model)
@@ -252,9 +246,28 @@ def export_pretrained(directory: str, params, config, vocab_info: dict):
     width = config.model.embedding_size
     model_config['generator_embedding_size'] = (
         0 if width == model_lib.generator_size(config.model).hidden_size else width)
-  info = {'model': model_config, 'vocab': vocab_info}
+  write_pretrained(directory, model_config, {'discriminator': disc, 'generator': gen}, vocab_info)
+
+
+def write_pretrained(directory: str, model_config: dict, weights: dict, vocab_info: dict):
+  """The one writer of the pretrained/ format: `weights` {'discriminator' | 'generator': standalone
+  params or None}; a model given as None has its file of an earlier write removed. Each file is
+  replaced whole (written aside, then renamed). Returns the weight files written."""
+  paths.makedirs(directory)
+  written = []
+  for name, tree in weights.items():
+    file = paths.join(directory, f'{name}.msgpack')
+    if tree is None:
+      if paths.exists(file):
+        paths.remove(file)
+      continue
+    with paths.open(file + '.tmp', 'wb') as f:
+      f.write(flax.serialization.msgpack_serialize(tree))
+    paths.replace(file + '.tmp', file)
+    written.append(file)
   with paths.open(paths.join(directory, 'config.json'), 'w') as f:
-    json.dump(info, f, indent=2)
+    json.dump({'model': model_config, 'vocab': vocab_info}, f, indent=2)
+  return written
 
 
 def load_pretrained(directory: str):

@@ -47,7 +47,6 @@ import os
 import sys
 
 from absl import logging
-import flax
 from flax import traverse_util
 import jax
 import ml_collections
@@ -89,6 +88,15 @@ _HF_DEFAULTS = {'vocab_size': 30522, 'embedding_size': 128, 'hidden_size': 256,
                 'hidden_dropout_prob': 0.1, 'attention_probs_dropout_prob': 0.1,
                 'max_position_embeddings': 512, 'type_vocab_size': 2, 'initializer_range': 0.02,
                 'layer_norm_eps': 1e-12}
+# electra_jax model key -> HF ElectraConfig key, for both directions (the transformer's sizes are
+# the discriminator's or the generator's: model.discriminator_size / generator_size).
+_HF_CONFIG_KEYS = {'vocab_size': 'vocab_size', 'embedding_size': 'embedding_size',
+                   'hidden_size': 'hidden_size', 'num_layers': 'num_hidden_layers',
+                   'num_heads': 'num_attention_heads', 'intermediate_size': 'intermediate_size',
+                   'max_position_embeddings': 'max_position_embeddings',
+                   'type_vocab_size': 'type_vocab_size', 'dropout_rate': 'hidden_dropout_prob',
+                   'attention_dropout_rate': 'attention_probs_dropout_prob',
+                   'layer_norm_eps': 'layer_norm_eps', 'initializer_range': 'initializer_range'}
 # TF1 optimizer state and counters: not weights.
 _TF1_IGNORED_SUFFIXES = ('/adam_m', '/adam_v')
 _TF1_IGNORED = ('global_step',)
@@ -251,17 +259,9 @@ def trees_equal(a, b) -> bool:
 # Vocabulary.
 
 
-def vocab_info(vocab_path: str, do_lower_case: bool) -> dict:
-  """The 'vocab' entry of pretrained/config.json for a vocabulary file."""
-  tok = tokenization.load_tokenizer(vocab_path, do_lower_case)
-  return {'vocab_path': paths.abspath(vocab_path), 'vocab_kind': tok.kind,
-          'vocab_size': tok.vocab_size, 'do_lower_case': do_lower_case, 'pad_id': tok.pad_id,
-          'unk_id': tok.unk_id, 'cls_id': tok.cls_id, 'sep_id': tok.sep_id, 'mask_id': tok.mask_id}
-
-
 def _found_vocab(directory: str, do_lower_case: bool) -> dict:
   path = paths.join(directory, 'vocab.txt')
-  return vocab_info(path, do_lower_case) if paths.isfile(path) else {}
+  return tokenization.vocab_info(path, do_lower_case) if paths.isfile(path) else {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,18 +338,8 @@ def _check_hf_config(cfg: dict, directory: str):
 def _model_config_from_hf(cfg: dict):
   """An electra_jax model config whose discriminator is the HF model of `cfg`."""
   m = defaults.model_config()
-  m.vocab_size = _hf_value(cfg, 'vocab_size')
-  m.embedding_size = _hf_value(cfg, 'embedding_size')
-  m.hidden_size = _hf_value(cfg, 'hidden_size')
-  m.num_layers = _hf_value(cfg, 'num_hidden_layers')
-  m.num_heads = _hf_value(cfg, 'num_attention_heads')
-  m.intermediate_size = _hf_value(cfg, 'intermediate_size')
-  m.max_position_embeddings = _hf_value(cfg, 'max_position_embeddings')
-  m.type_vocab_size = _hf_value(cfg, 'type_vocab_size')
-  m.dropout_rate = _hf_value(cfg, 'hidden_dropout_prob')
-  m.attention_dropout_rate = _hf_value(cfg, 'attention_probs_dropout_prob')
-  m.layer_norm_eps = _hf_value(cfg, 'layer_norm_eps')
-  m.initializer_range = _hf_value(cfg, 'initializer_range')
+  for ours, theirs in _HF_CONFIG_KEYS.items():
+    m[ours] = _hf_value(cfg, theirs)
   m.generator_fraction = 1.0
   return m
 
@@ -454,22 +444,14 @@ def _hf_config(m, kind: str, vocab: dict, untied_generator_embeddings: bool = Fa
           else model_lib.generator_size(m))
   embedding_size = (model_lib.generator_embeddings_config(m).embedding_size
                     if kind == 'generator' and untied_generator_embeddings else m.embedding_size)
+  values = dict(m.to_dict(), embedding_size=embedding_size, hidden_size=size.hidden_size,
+                num_layers=size.num_layers, num_heads=size.num_heads,
+                intermediate_size=size.intermediate_size)
   return {
       'architectures': [HF_ARCHITECTURES[kind]],
       'model_type': 'electra',
-      'vocab_size': m.vocab_size,
-      'embedding_size': embedding_size,
-      'hidden_size': size.hidden_size,
-      'num_hidden_layers': size.num_layers,
-      'num_attention_heads': size.num_heads,
-      'intermediate_size': size.intermediate_size,
+      **{theirs: values[ours] for ours, theirs in _HF_CONFIG_KEYS.items()},
       'hidden_act': 'gelu',
-      'hidden_dropout_prob': m.dropout_rate,
-      'attention_probs_dropout_prob': m.attention_dropout_rate,
-      'max_position_embeddings': m.max_position_embeddings,
-      'type_vocab_size': m.type_vocab_size,
-      'initializer_range': m.initializer_range,
-      'layer_norm_eps': m.layer_norm_eps,
       'pad_token_id': vocab.get('pad_id', 0),
       'position_embedding_type': 'absolute',
       'summary_type': 'first',
@@ -615,7 +597,8 @@ def read_tf1(path: str, num_heads: int = 0, vocab: str = '', do_lower_case: bool
       used |= names
   _check_unexpected(shapes, used, lambda n: shapes[n], path)
   directory = path if paths.isdir(path) else paths.dirname(paths.abspath(path))
-  info = vocab_info(vocab, do_lower_case) if vocab else _found_vocab(directory, do_lower_case)
+  info = (tokenization.vocab_info(vocab, do_lower_case) if vocab
+          else _found_vocab(directory, do_lower_case))
   return Weights(m, trees.get('discriminator'), trees.get('generator'), info)
 
 
@@ -643,7 +626,8 @@ def read_electra_jax(path: str) -> Weights:
 
 
 def write_electra_jax(w: Weights, directory: str) -> list[str]:
-  """The `pretrained/` format of checkpoint.export_pretrained, for whichever models `w` has."""
+  """The `pretrained/` format (checkpoint.write_pretrained) for whichever models `w` has, with the
+  vocabulary file copied beside the weights."""
   paths.makedirs(directory)
   vocab = dict(w.vocab)
   source = vocab.get('vocab_path')
@@ -652,22 +636,8 @@ def write_electra_jax(w: Weights, directory: str) -> list[str]:
     if paths.abspath(source) != paths.abspath(target):
       paths.copy(source, target)
     vocab['vocab_path'] = paths.abspath(target)
-  written = []
-  for kind in KINDS:
-    file = paths.join(directory, f'{kind}.msgpack')
-    tree = getattr(w, kind)
-    if tree is None:
-      if paths.exists(file):  # a stale model of an earlier conversion
-        paths.remove(file)
-      continue
-    with paths.open(file + '.tmp', 'wb') as f:
-      f.write(flax.serialization.msgpack_serialize(tree))
-    paths.replace(file + '.tmp', file)
-    written.append(file)
-  info = {'model': w.model.to_dict(), 'vocab': vocab}
-  with paths.open(paths.join(directory, 'config.json'), 'w') as f:
-    json.dump(info, f, indent=2)
-  return written
+  return checkpoint.write_pretrained(directory, w.model.to_dict(),
+                                     {kind: getattr(w, kind) for kind in KINDS}, vocab)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -712,7 +682,7 @@ def read(path: str, fmt: str = '', num_heads: int = 0, vocab: str = '',
   else:
     raise UserError(f'unknown checkpoint format {fmt!r}; use one of {", ".join(FORMATS)}')
   if vocab:
-    w.vocab = vocab_info(vocab, do_lower_case)
+    w.vocab = tokenization.vocab_info(vocab, do_lower_case)
   return w
 
 

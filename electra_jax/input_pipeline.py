@@ -16,6 +16,7 @@ import os
 import re
 from typing import TYPE_CHECKING
 
+from electra_jax import errors
 from electra_jax.errors import UserError
 
 if TYPE_CHECKING:
@@ -43,9 +44,8 @@ def _import_tf_for_input():
 def _local_batch_size(config, process_index: int, process_count: int) -> int:
   if not 0 <= process_index < process_count:
     raise UserError(f'process_index {process_index} is not in [0, {process_count})')
-  if config.batch_size % process_count:
-    raise UserError(f'batch_size {config.batch_size} is not divisible by the number of processes '
-                    f'{process_count}')
+  errors.check_divisible('batch_size', config.batch_size, process_count,
+                         f'the number of processes {process_count}')
   return config.batch_size // process_count
 
 

@@ -476,7 +476,8 @@ def gather_positions(sequence, positions):
 
 class ElectraPretrainer(nn.Module):
   """Generator + discriminator with shared embeddings. Call the two halves separately:
-  `apply(..., method='generator_logits')` then `apply(..., method='discriminator_logits')`.
+  `model.apply(..., method=model.generator_logits)`, then `method=model.discriminator_logits` on
+  the corrupted ids; `networks(model)` gives both as functions of the parameters.
 
   `embedding_sharing` (model.embedding_sharing): 'shared' (one `embeddings` module, ELECTRA),
   'separate' (the generator's own `generator_embeddings`, as wide as the generator: the original's

@@ -38,7 +38,7 @@ class Scorer:
 
   def __post_init__(self):
     model = model_lib.ElectraPretrainer(self.model_config)
-    self._logits = jax.jit(functools.partial(model.apply, method='discriminator_logits'))
+    self._logits = jax.jit(functools.partial(model.apply, method=model.discriminator_logits))
 
   def probabilities(self, id_lists: list[list[int]]) -> list[np.ndarray]:
     """P(replaced) of each id of each list ([CLS] ... [SEP] included), in the lists' order."""

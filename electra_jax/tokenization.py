@@ -146,6 +146,20 @@ def load_tokenizer(path: str, do_lower_case: bool = True) -> Tokenizer:
       f'vocabulary {path} has an unknown extension: use a WordPiece vocab.txt or a SentencePiece .model')
 
 
+# The 'vocab' entry of a pretrained/ dir's config.json (checkpoint.write_pretrained): what loading
+# the weights elsewhere needs to know of their vocabulary.
+VOCAB_INFO_KEYS = ('vocab_path', 'vocab_kind', 'vocab_size', 'do_lower_case', 'pad_id', 'unk_id',
+                   'cls_id', 'sep_id', 'mask_id')
+
+
+def vocab_info(path: str, do_lower_case: bool = True) -> dict:
+  """VOCAB_INFO_KEYS of the vocabulary file `path`."""
+  tok = load_tokenizer(path, do_lower_case)
+  return {'vocab_path': paths.abspath(path), 'vocab_kind': tok.kind,
+          'vocab_size': tok.vocab_size, 'do_lower_case': do_lower_case, 'pad_id': tok.pad_id,
+          'unk_id': tok.unk_id, 'cls_id': tok.cls_id, 'sep_id': tok.sep_id, 'mask_id': tok.mask_id}
+
+
 def _has_fileno(stream) -> bool:
   try:
     stream.fileno()

@@ -23,6 +23,7 @@ import optax
 
 from electra_jax import build_data
 from electra_jax import checkpoint
+from electra_jax import errors
 from electra_jax import input_pipeline
 from electra_jax import metrics_log
 from electra_jax import model as model_lib
@@ -255,18 +256,15 @@ def check_config(config, num_devices: int):
       raise UserError(f'{key} must be one of {", ".join(map(repr, choices))}, got '
                       f'{_value(config, key)!r}')
   m = config.model
-  if config.max_seq_length > m.max_position_embeddings:
-    raise UserError(f'max_seq_length {config.max_seq_length} > model.max_position_embeddings '
-                    f'{m.max_position_embeddings}')
+  errors.check_seq_length(config.max_seq_length, m)
   for size in (model_lib.discriminator_size(m), model_lib.generator_size(m)):
     if size.hidden_size % size.num_heads:
       raise UserError(f'hidden size {size.hidden_size} is not divisible by {size.num_heads} heads')
   if not m.untied_generator and m.generator_fraction != 1.0:
     raise UserError('model.untied_generator=False (the generator is the discriminator) needs '
                     'model.generator_fraction=1.0')
-  if config.batch_size % num_devices:
-    raise UserError(f'batch_size {config.batch_size} is not divisible by the {num_devices} devices '
-                    'of the batch axes')
+  errors.check_divisible('batch_size', config.batch_size, num_devices,
+                         f'the {num_devices} devices of the batch axes')
   if config.batch_size % (config.grad_accum_steps * num_devices):
     raise UserError(f'batch_size {config.batch_size} must be divisible by grad_accum_steps '
                     f'{config.grad_accum_steps} x the {num_devices} devices of the batch axes '
@@ -274,9 +272,7 @@ def check_config(config, num_devices: int):
 
 
 def check_data(config, meta: build_data.DataMeta):
-  if meta.vocab_size != config.model.vocab_size:
-    raise UserError(f'the vocabulary has {meta.vocab_size} tokens but model.vocab_size is '
-                    f'{config.model.vocab_size}; set --config.model.vocab_size={meta.vocab_size}')
+  errors.check_vocab_size(meta.vocab_path, meta.vocab_size, config.model.vocab_size)
   if meta.max_seq_length != config.max_seq_length:
     raise UserError(f'the data in {meta.data_dir} has sequences of {meta.max_seq_length} '
                     f'tokens but max_seq_length is {config.max_seq_length}')

@@ -13,6 +13,7 @@ from electra_jax import corpus as corpus_lib
 from electra_jax import defaults
 from electra_jax import demo_corpus
 from electra_jax import packing
+from electra_jax import tokenization
 from electra_jax.errors import UserError
 
 CLS, SEP = 101, 102
@@ -304,6 +305,8 @@ def test_load_meta_is_a_frozen_data_meta_and_reads_older_meta_json(tmp_path):
   assert meta.vocab_info() == {
       'vocab_path': meta.vocab_path, 'vocab_kind': 'wordpiece', 'vocab_size': len(VOCAB),
       'do_lower_case': True, 'pad_id': 0, 'unk_id': 1, 'cls_id': 2, 'sep_id': 3, 'mask_id': 4}
+  # The same entry as convert writes for that vocabulary file.
+  assert meta.vocab_info() == tokenization.vocab_info(meta.vocab_path, meta.do_lower_case)
   assert meta.train_files == tuple(os.path.join(data_dir, f'train-{i:05d}-of-00003.tfrecord')
                                    for i in range(3))
   # An older meta.json (without the document counts) and one with a key unknown here still load.

@@ -22,7 +22,6 @@ from electra_jax import defaults
 from electra_jax import main as main_lib
 from electra_jax import model as model_lib
 from electra_jax import tokenization
-from electra_jax import train
 from electra_jax.errors import UserError
 
 torch = pytest.importorskip('torch')  # test extras: for transformers' reference models only

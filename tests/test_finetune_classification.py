@@ -1,7 +1,6 @@
 """Fine-tuning classification: GLUE readers, layer-wise LR decay factors, and a tiny end-to-end run
 (exported tiny pre-trained weights -> learnable SST-2-format fixture) through main.run."""
 import csv
-import importlib.util
 import json
 import math
 import os
@@ -30,11 +29,8 @@ VOCAB = os.path.join(FIXTURES, 'vocab.txt')
 
 def finetune_config(**overrides):
   """configs/finetune.py with the tiny model of conftest (2 layers, hidden 32)."""
-  spec = importlib.util.spec_from_file_location('finetune_config',
-                                                os.path.join(ROOT, 'configs', 'finetune.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config()
+  from configs import finetune  # pylint: disable=g-import-not-at-top
+  c = finetune.get_config()
   tiny = tiny_config(vocab_size=len(open(VOCAB).read().split()))
   for key in c.model:  # fine-tuning's model keys (no generator)
     c.model[key] = tiny.model[key]
@@ -217,7 +213,6 @@ def test_regression_custom_task(tmp_path):
   """Random init (no init_checkpoint), custom JSONL regression in bfloat16: runs, reports
   Pearson/Spearman."""
   rng = np.random.default_rng(0)
-  words = ['good', 'bad']
   for split, n in (('train', 32), ('dev', 16)):
     with open(tmp_path / f'{split}.jsonl', 'w') as f:
       for _ in range(n):

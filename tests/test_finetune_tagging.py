@@ -1,5 +1,4 @@
 """Sequence tagging: CoNLL reading, first-sub-token labels, truncation, and a tiny chunking run."""
-import os
 
 import numpy as np
 import pytest
@@ -8,7 +7,7 @@ from electra_jax import tokenization
 from electra_jax.errors import UserError
 from electra_jax.finetune import loop
 from electra_jax.finetune import tagging
-from test_finetune_classification import FIXTURES, VOCAB, finetune_config
+from test_finetune_classification import VOCAB, finetune_config
 
 
 def test_read_conll_ner_columns(tmp_path):

@@ -4,7 +4,6 @@ import os
 import re
 
 import nbformat
-import pytest
 from nbclient import NotebookClient
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -26,7 +26,7 @@ from electra_jax import sharding
 from electra_jax import train
 from electra_jax.errors import UserError
 from electra_jax.finetune import loop
-from test_finetune_classification import FIXTURES, VOCAB as FT_VOCAB, finetune_config
+from test_finetune_classification import finetune_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORDS = 'the a cat dog sat ran on under mat log big small happy sad'.split()

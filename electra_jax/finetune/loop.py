@@ -26,6 +26,7 @@ import numpy as np
 import optax
 
 from electra_jax import checkpoint
+from electra_jax import errors
 from electra_jax import metrics_log
 from electra_jax import optim
 from electra_jax import paths
@@ -387,9 +388,8 @@ def check_config(config, num_batch_devices: int):
     if config[key] not in choices:
       raise UserError(f'{key} must be one of {", ".join(map(repr, choices))}, got {config[key]!r}')
   for name in ('batch_size', 'eval_batch_size'):
-    if config[name] % num_batch_devices:
-      raise UserError(f'{name} {config[name]} is not divisible by the {num_batch_devices} devices '
-                      'of the batch axes')
+    errors.check_divisible(name, config[name], num_batch_devices,
+                           f'the {num_batch_devices} devices of the batch axes')
 
 
 def run(config, workdir: str) -> dict:
@@ -419,12 +419,9 @@ def _run(config, workdir: str, mesh) -> dict:
     config.max_seq_length = default_max_seq_length(config.task)
   model_config, body, vocab_path, do_lower_case = load_init_checkpoint(config)
   tokenizer = tokenization.load_tokenizer(vocab_path, do_lower_case)
-  if tokenizer.vocab_size != model_config.vocab_size:
-    raise UserError(f'the vocabulary {vocab_path} has {tokenizer.vocab_size} tokens but the model '
-                    f'has {model_config.vocab_size}')
-  if config.max_seq_length > model_config.max_position_embeddings:
-    raise UserError(f'max_seq_length {config.max_seq_length} > the model\'s '
-                    f'max_position_embeddings {model_config.max_position_embeddings}')
+  errors.check_vocab_size(vocab_path, tokenizer.vocab_size, model_config.vocab_size,
+                          settable=False)
+  errors.check_seq_length(config.max_seq_length, model_config, settable=False)
   task = make_task(config, tokenizer)
   # What each seed's checkpoints are tied to (checkpoint.check_run_info).
   run_info = {'task': task.name, 'vocab_sha256': train_lib.file_sha256(vocab_path),
