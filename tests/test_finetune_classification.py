@@ -330,6 +330,20 @@ def test_cli_bad_input_is_one_error_line(tmp_path):
       'error: set --config.data_dir to the folder holding the mnli data')
 
 
+def test_finetuning_does_not_load_the_pretraining_loop():
+  """finetune/loop.py shares the train state and its non-finite guard (train_state.py), not
+  train.py: importing it loads neither train.py nor what only pre-training needs."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  code = ('import sys; import electra_jax.finetune.loop; '
+          'print(sorted(m for m in ("electra_jax.train", "electra_jax.train_state") '
+          'if m in sys.modules))')
+  result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.strip() == "['electra_jax.train_state']"
+
+
 def test_pretraining_keys_are_unknown_keys_of_the_finetuning_config(tmp_path):
   """configs/finetune.py holds only what fine-tuning, score and zeroshot read: overriding a
   pre-training key is the command line's unknown-key error, not silently ignored."""

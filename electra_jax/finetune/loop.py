@@ -32,7 +32,7 @@ from electra_jax import paths
 from electra_jax import preemption
 from electra_jax import sharding
 from electra_jax import tokenization
-from electra_jax import train as train_lib
+from electra_jax import train_state
 from electra_jax import workdir_lock
 from electra_jax.errors import UserError
 from electra_jax.finetune import model as ft_model
@@ -125,7 +125,7 @@ def train_step(state, batch, rng, *, model, tx, learning_rate_fn, answerable_wei
   metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads),
              'learning_rate': learning_rate_fn(state.step)}
   checked = {'loss': loss, 'grad_norm': metrics['grad_norm']}
-  return train_lib.apply_if_finite(state, grads, checked, tx, max_nonfinite_in_a_row), metrics
+  return train_state.apply_if_finite(state, grads, checked, tx, max_nonfinite_in_a_row), metrics
 
 
 def predict_step(params, batch, *, model):
@@ -244,11 +244,11 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
   tx = optim.make_optimizer(config.optim, num_train_steps, learning_rate_fn, lr_factors)
   repl = sharding.replicated(mesh)
   params = jax.device_put(params, repl)
-  state = train_lib.TrainState(jax.device_put(jnp.zeros((), jnp.int32), repl), params,
-                               jax.jit(tx.init, out_shardings=repl)(params),
-                               jax.device_put(train_lib.new_nonfinite_record(), repl))
+  state = train_state.TrainState(jax.device_put(jnp.zeros((), jnp.int32), repl), params,
+                                 jax.jit(tx.init, out_shardings=repl)(params),
+                                 jax.device_put(train_state.new_nonfinite_record(), repl))
   batch_shard = sharding.batch_sharding(mesh)
-  limit = train_lib.nonfinite_limit(config)
+  limit = train_state.nonfinite_limit(config)
   train_step_fn = jax.jit(
       functools.partial(train_step, model=model, tx=tx, learning_rate_fn=learning_rate_fn,
                         answerable_weight=config.qa.answerable_weight,
@@ -290,7 +290,7 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
       # A due eval runs even when stopping: the best weights kept are then a straight run's.
       eval_now = done % eval_every == 0 or last
       if log_now or eval_now or stopping:  # the host waits for the device here anyway
-        train_lib.check_finite(state.nonfinite, limit, manager)
+        train_state.check_finite(state.nonfinite, limit, manager)
       if log_now:
         now = time.perf_counter()
         train_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -427,7 +427,7 @@ def _run(config, workdir: str, mesh) -> dict:
                     f'max_position_embeddings {model_config.max_position_embeddings}')
   task = make_task(config, tokenizer)
   # What each seed's checkpoints are tied to (checkpoint.check_run_info).
-  run_info = {'task': task.name, 'vocab_sha256': train_lib.file_sha256(vocab_path),
+  run_info = {'task': task.name, 'vocab_sha256': paths.file_sha256(vocab_path),
               'max_seq_length': config.max_seq_length,
               'labels': list(getattr(task, 'labels', None) or [])}
 
