@@ -10,6 +10,7 @@ import signal
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from conftest import tiny_config
@@ -407,6 +408,34 @@ def test_resume_after_interruption_is_exact(tmp_path, monkeypatch):
   resumed = loop.run(config, str(tmp_path / 'signalled'))
   assert rows('signalled') == rows('straight')
   assert resumed['seeds'][0]['best'] == straight['seeds'][0]['best']
+
+
+def test_best_dev_checkpoint_is_the_earliest_of_equal_scores(tmp_path, monkeypatch):
+  """Dev scores 50, NaN, 80, 80 at steps 2, 4, 6, 8: the best is step 6 (a later eval must beat it;
+  a NaN beats nothing). orbax keeps it besides the latest (keep_checkpoints=1) and its weights,
+  restored once the last save is written, make the predictions."""
+  scores = iter([50.0, float('nan'), 80.0, 80.0])
+  real_evaluate = classification.ClassificationTask.evaluate
+  monkeypatch.setattr(classification.ClassificationTask, 'evaluate',
+                      lambda self, split, p: dict(real_evaluate(self, split, p), score=next(scores)))
+  restored, real_restore = [], checkpoint.restore
+  monkeypatch.setattr(checkpoint, 'restore',
+                      lambda manager, step, like: restored.append(step) or real_restore(
+                          manager, step, like))
+  closed, real_close = [], ocp.CheckpointManager.close
+  monkeypatch.setattr(ocp.CheckpointManager, 'close',
+                      lambda manager: closed.append(manager) or real_close(manager))
+  config = finetune_config(task='sst', num_train_steps=8, eval_every_steps=2, keep_checkpoints=1,
+                           async_checkpoints=True, **{'optim.learning_rate': 2e-3})
+  workdir = str(tmp_path / 'ft')
+  results = loop.run(config, workdir)
+  seed = results['seeds'][0]
+  assert (seed['best_step'], seed['best']['dev']['score']) == (6, 80.0)
+  assert restored == [6] and len(closed) == 1
+  assert sorted(os.listdir(os.path.join(workdir, 'seed_0', 'checkpoints'))) == ['6', '8']
+  with open(os.path.join(workdir, 'results.json')) as f:
+    assert json.load(f)['seeds'][0]['best_step'] == 6
+  assert not {'best.json', 'best.msgpack'} & set(os.listdir(os.path.join(workdir, 'seed_0')))
 
 
 def test_custom_labels_file_and_metrics(tmp_path):

@@ -251,7 +251,11 @@ def test_finetune_resume_skips_a_damaged_checkpoint(tmp_path, capsys):
   assert f'checkpoint 6 in {seed_dir}/checkpoints cannot be read (' in out
   assert 'resuming at step 4' in out
   assert again['seeds'][0]['best'] == first['seeds'][0]['best']
-  assert sorted(os.listdir(os.path.join(seed_dir, 'checkpoints'))) == ['4', '6', '6.unreadable']
+  best_step = first['seeds'][0]['best_step']
+  assert again['seeds'][0]['best_step'] == best_step
+  # The latest 2 (6 written again) and the best dev checkpoint, which orbax keeps besides them.
+  assert sorted(os.listdir(os.path.join(seed_dir, 'checkpoints'))) == sorted(
+      {'4', '6', '6.unreadable', str(best_step)})
 
 
 # ---- A full disk while checkpointing.
