@@ -4,8 +4,8 @@ r"""Fine-tuning ELECTRA: GLUE, custom classification/regression, CoNLL tagging, 
 discriminator dir, or a Google TF1 checkpoint prefix (e.g. the released electra_small/electra_small;
 read by convert.py): model config, weights and vocabulary come from it (`data.vocab` overrides the
 vocabulary); empty = random init, then `data.vocab` and `model.*` describe the model. Outputs in WORKDIR: results.json (each seed's best dev metrics and the median),
-seed_<S>/{metrics.jsonl, tensorboard/, predictions/, checkpoints/, best.json, best.msgpack};
-rerunning the command resumes. Commands (one per task family):
+seed_<S>/{metrics.jsonl, tensorboard/, predictions/, checkpoints/ (the latest and the best dev
+one, its metrics beside it)}; rerunning the command resumes. Commands (one per task family):
 
   # GLUE (cola sst mrpc sts qqp mnli qnli rte wnli): DATA_DIR as from download_glue_data.py
   # (DATA_DIR/MNLI/train.tsv, dev_matched.tsv, ...; diagnostic/diagnostic.tsv -> AX.tsv), or
@@ -73,7 +73,9 @@ def get_config():
   c.num_trials = 1  # seeds seed, seed + 1, ...; results.json reports each and the median
   c.eval_every_steps = 0  # 0 = once per epoch (and at the end); the best dev score is kept
   c.log_every_steps = 50
-  c.keep_checkpoints = 1  # train-state checkpoints (at every eval) kept per seed, for resuming
+  # Train-state checkpoints (at every eval) kept per seed, for resuming; the best dev one is kept
+  # besides them (its weights make the predictions).
+  c.keep_checkpoints = 1
   c.async_checkpoints = True  # written in the background
   c.swap_augment = True  # MRPC and STS-B also train on (B, A), as the original
   c.predict_test = True  # write test-set predictions (GLUE submission files) with the best weights

@@ -1,12 +1,13 @@
 """Checkpoints: orbax CheckpointManager for training state, and the exported pre-trained weights.
 
 - `WORKDIR/checkpoints/<step>/`: the whole train state (step, params, optimizer state, the
-  non-finite step record), written asynchronously, last `keep_checkpoints` kept, each with the
-  run's `run_info` (vocabulary hash, data settings) in its metadata. A run resumes from the newest
-  one it can read (`restore_latest`: unreadable ones are skipped and moved aside) and refuses one of
-  other data. Orbax writes into a temporary folder and renames it when complete, so a run killed
-  or out of disk space mid-save leaves no checkpoint that looks complete. A state holding a NaN or
-  infinity is never saved or exported.
+  non-finite step record), written asynchronously, last `keep_checkpoints` kept (fine-tuning: and
+  the best dev one, ranked by the metrics saved with each), each with the run's `run_info`
+  (vocabulary hash, data settings) in its metadata. A run resumes from the newest one it can read
+  (`restore_latest`: unreadable ones are skipped and moved aside) and refuses one of other data.
+  Orbax writes into a temporary folder and renames it when complete, so a run killed or out of
+  disk space mid-save leaves no checkpoint that looks complete. A state holding a NaN or infinity
+  is never saved or exported.
 - `WORKDIR/pretrained/`: the final weights in a form to load elsewhere (fine-tuning, conversion):
     config.json                     model config (with how the generator is tied) and vocabulary
                                     info; files of before the tying switches moved to `model`
@@ -31,11 +32,25 @@ from electra_jax import paths
 from electra_jax.errors import UserError
 
 
-def checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
+def checkpoint_manager(workdir: str, config, best_fn=None) -> ocp.CheckpointManager:
+  """The manager of WORKDIR/checkpoints: the latest `config.keep_checkpoints` are kept.
+
+  With `best_fn` (a save's metrics -> what ranks it, the highest best), a save may carry metrics
+  (`save(..., metrics=...)`, written into the step's folder) and the best checkpoint by them is
+  kept too, however old: `manager.best_step()` names it and `manager.metrics(step)` reads its
+  metrics back. A save without metrics is never the best.
+  """
+  if best_fn is None:
+    keep = dict(max_to_keep=config.keep_checkpoints)
+  else:  # orbax takes either max_to_keep or a preservation policy
+    policies = ocp.checkpoint_managers
+    keep = dict(best_fn=best_fn, best_mode='max',
+                preservation_policy=policies.AnyPreservationPolicy([
+                    policies.LatestN(n=config.keep_checkpoints),
+                    policies.BestN(get_metric_fn=best_fn, n=1,
+                                   keep_checkpoints_without_metrics=False)]))
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=config.keep_checkpoints,
-      enable_async_checkpointing=config.async_checkpoints,
-      cleanup_tmp_directories=True)
+      enable_async_checkpointing=config.async_checkpoints, cleanup_tmp_directories=True, **keep)
   return ocp.CheckpointManager(paths.join(paths.abspath(workdir), 'checkpoints'),
                                options=options, item_handlers=ocp.StandardCheckpointHandler())
 
@@ -80,6 +95,14 @@ def _restore_step(manager: ocp.CheckpointManager, step: int, abstract_state):
   if int(state.step) != step:
     raise _Unreadable(f'it holds step {int(state.step)}')
   return state
+
+
+def restore(manager: ocp.CheckpointManager, step: int, abstract_state):
+  """Checkpoint `step`, placed like `abstract_state`; a UserError if it cannot be read."""
+  try:
+    return _restore_step(manager, step, abstract_state)
+  except _Unreadable as e:
+    raise UserError(f'checkpoint {step} in {manager.directory} cannot be read ({e})') from None
 
 
 def recorded_run_info(manager: ocp.CheckpointManager, step=None) -> dict:
@@ -168,9 +191,10 @@ def _all_finite(tree):
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
-def save(manager: ocp.CheckpointManager, step: int, state, run_info: dict | None = None):
+def save(manager: ocp.CheckpointManager, step: int, state, run_info: dict | None = None,
+         metrics: dict | None = None):
   """Saves `state` as checkpoint `step` (asynchronously if the manager is), with `run_info` in its
-  metadata.
+  metadata and `metrics` (JSON, for a manager made with a `best_fn`) beside it.
 
   A state holding a non-finite value is never saved (UserError; one reduction over the state, at
   checkpoint steps only). A failed write (disk full, ...) is a UserError naming the folder: orbax
@@ -182,7 +206,8 @@ def save(manager: ocp.CheckpointManager, step: int, state, run_info: dict | None
                     f'not saved. The latest checkpoint in {manager.directory} is '
                     f'{manager.latest_step()}')
   try:
-    manager.save(step, args=ocp.args.StandardSave(state), custom_metadata=run_info or {})
+    manager.save(step, args=ocp.args.StandardSave(state), custom_metadata=run_info or {},
+                 metrics=metrics)
   except Exception as e:  # pylint: disable=broad-except  (TensorStore raises ValueError & co)
     raise _write_error(manager, e) from None
 
@@ -192,12 +217,18 @@ def _write_error(manager, error) -> UserError:
                    'the checkpoints before it are intact (free some space, then rerun)')
 
 
-def finish(manager: ocp.CheckpointManager):
-  """Waits for the last asynchronous save and closes `manager`; a failed write is a UserError."""
+def wait(manager: ocp.CheckpointManager):
+  """Waits for the last asynchronous save (then it can be read); a failed write is a UserError."""
   try:
     manager.wait_until_finished()
   except Exception as e:  # pylint: disable=broad-except
     raise _write_error(manager, e) from None
+
+
+def finish(manager: ocp.CheckpointManager):
+  """Waits for the last asynchronous save and closes `manager`; a failed write is a UserError."""
+  try:
+    wait(manager)
   finally:
     manager.close()
 

@@ -8,6 +8,7 @@ Libraries that only take a local file (tokenizers, sentencepiece training, torch
 """
 import contextlib
 import glob as glob_lib
+import hashlib
 import io
 import os
 import posixpath
@@ -176,6 +177,15 @@ def stat(path: str) -> tuple[int, int]:
     return s.length, s.mtime_nsec
   s = os.stat(path)
   return s.st_size, s.st_mtime_ns
+
+
+def file_sha256(path: str) -> str:
+  """The SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      digest.update(block)
+  return digest.hexdigest()
 
 
 class _RawFile(io.RawIOBase):

@@ -5,17 +5,15 @@ jax.random.fold_in(rng, step) and the batch at step N depends only on (seed, N, 
 run repeats the uninterrupted run bit for bit (on CPU).
 
 What can go wrong is handled where it happens: a step with a non-finite loss or gradient is not
-applied and the host stops the run at its next sync (`apply_if_finite`, `check_finite`); SIGTERM /
-SIGINT end the run at a step boundary with a checkpoint (preemption.py); one run per workdir
-(workdir_lock.py); unreadable checkpoints are skipped (checkpoint.restore_latest).
+applied and the host stops the run at its next sync (train_state.py); SIGTERM / SIGINT end the run
+at a step boundary with a checkpoint (preemption.py); one run per workdir (workdir_lock.py);
+unreadable checkpoints are skipped (checkpoint.restore_latest).
 """
 import dataclasses
 import functools
-import hashlib
 import time
 from typing import Any, Callable
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,67 +30,21 @@ from electra_jax import optim
 from electra_jax import paths
 from electra_jax import preemption
 from electra_jax import sharding
+from electra_jax import train_state
 from electra_jax import workdir_lock
 from electra_jax.errors import UserError
 
 
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: Any
-  opt_state: Any
-  nonfinite: Any  # steps not applied for a non-finite loss or gradient (new_nonfinite_record)
-
-
-# What a step checks (apply_if_finite); bit i of TrainState.nonfinite['what'] stands for key i.
-NONFINITE_KEYS = ('loss', 'mlm_loss', 'disc_loss', 'grad_norm')
-
-
-def new_nonfinite_record():
-  """count: steps not applied; streak: of them in a row, up to now; step, what: the latest one's
-  step number and which of NONFINITE_KEYS were not finite (bits)."""
-  return {k: jnp.zeros((), jnp.int32) for k in ('count', 'streak', 'step', 'what')}  # 4 buffers
-
-
-def create_train_state(model, tx, rng) -> TrainState:
+def create_train_state(model, tx, rng) -> train_state.TrainState:
   params = model_lib.init_params(model, rng)
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                    nonfinite=new_nonfinite_record())
+  return train_state.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                                opt_state=tx.init(params),
+                                nonfinite=train_state.new_nonfinite_record())
 
 
-def nonfinite_limit(config) -> int:
-  """Non-finite steps in a row that end the run: 1 for nan_policy 'stop'."""
-  return 1 if config.nan_policy == 'stop' else config.max_consecutive_nonfinite
-
-
-def apply_if_finite(state: TrainState, grads, checked: dict, tx, max_in_a_row: int) -> TrainState:
-  """The next state: the update of `grads` applied if every value in `checked` (losses, gradient
-  norm) is finite and fewer than `max_in_a_row` steps in a row were not.
-
-  Otherwise params and optimizer state stay as they were and state.nonfinite records the step. All
-  on device (jnp.where inside the jitted step): the host looks at the record only when it syncs
-  anyway (check_finite). Once `max_in_a_row` is reached nothing is applied any more, so the run the
-  host then stops is still at its last good state. The step counter always advances: it picks the
-  batch and the randomness, and a skipped step's batch is not seen again.
-  """
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  what = sum((~jnp.isfinite(checked[k])).astype(jnp.int32) << i
-             for i, k in enumerate(NONFINITE_KEYS) if k in checked)
-  n = state.nonfinite
-  frozen = n['streak'] >= max_in_a_row
-  ok = (what == 0) & ~frozen
-  bad = (what != 0) & ~frozen
-  keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
-  nonfinite = {'count': n['count'] + bad, 'streak': jnp.where(ok, 0, n['streak'] + bad),
-               'step': jnp.where(bad, state.step + 1, n['step']),
-               'what': jnp.where(bad, what, n['what'])}
-  return TrainState(state.step + 1, keep(params, state.params), keep(opt_state, state.opt_state),
-                    nonfinite)
-
-
-def train_step(state: TrainState, batch, rng, *, model, tx, learning_rate_fn, objective_config,
-               special, max_predictions, grad_accum_steps: int = 1, max_nonfinite_in_a_row: int = 1):
+def train_step(state: train_state.TrainState, batch, rng, *, model, tx, learning_rate_fn,
+               objective_config, special, max_predictions, grad_accum_steps: int = 1,
+               max_nonfinite_in_a_row: int = 1):
   """One optimizer step on one global batch (in `grad_accum_steps` microbatches)."""
   step_rng = jax.random.fold_in(rng, state.step)
 
@@ -115,13 +67,13 @@ def train_step(state: TrainState, batch, rng, *, model, tx, learning_rate_fn, ob
   if auc_inputs:
     metrics['disc_auc'] = objective.binary_auc(auc_inputs['disc_labels'], auc_inputs['disc_probs'],
                                                auc_inputs['disc_weights'])
-  checked = {k: metrics[k] for k in NONFINITE_KEYS if k in metrics}
-  new_state = apply_if_finite(state, grads, checked, tx, max_nonfinite_in_a_row)
+  checked = {k: metrics[k] for k in train_state.NONFINITE_KEYS if k in metrics}
+  new_state = train_state.apply_if_finite(state, grads, checked, tx, max_nonfinite_in_a_row)
   # Accuracies and the AUC of NaN outputs would still look like numbers: a step that is not
   # applied reports NaN for all of them.
   finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in checked.values()]))
-  metrics = {k: v if k in NONFINITE_KEYS + ('learning_rate',) else jnp.where(finite, v, jnp.nan)
-             for k, v in metrics.items()}
+  metrics = {k: v if k in train_state.NONFINITE_KEYS + ('learning_rate',)
+             else jnp.where(finite, v, jnp.nan) for k, v in metrics.items()}
   return new_state, metrics
 
 
@@ -197,7 +149,7 @@ def make_steps(config, mesh, special, max_predictions) -> Steps:
   train_step_fn = jax.jit(
       functools.partial(train_step, tx=tx, learning_rate_fn=learning_rate_fn,
                         grad_accum_steps=config.grad_accum_steps,
-                        max_nonfinite_in_a_row=nonfinite_limit(config), **step_kwargs),
+                        max_nonfinite_in_a_row=train_state.nonfinite_limit(config), **step_kwargs),
       in_shardings=(state_sharding, batch_shard, repl), out_shardings=(state_sharding, repl),
       donate_argnums=(0,))
   eval_step_fn = jax.jit(functools.partial(eval_step, **step_kwargs),
@@ -278,14 +230,6 @@ def check_data(config, meta: build_data.DataMeta):
                     f'tokens but max_seq_length is {config.max_seq_length}')
 
 
-def file_sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with paths.open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      digest.update(block)
-  return digest.hexdigest()
-
-
 def run_info(config, meta: build_data.DataMeta | None = None) -> dict:
   """What a checkpoint's weights are tied to, saved with it: the vocabulary (its SHA-256) and the
   data settings. A resume with other ones is refused (checkpoint.check_run_info): its token ids or
@@ -296,25 +240,8 @@ def run_info(config, meta: build_data.DataMeta | None = None) -> dict:
                                    'num_shards', 'eval_fraction')}
   vocab = meta.vocab_path if meta else config.data.vocab
   if vocab and paths.isfile(vocab):
-    info['vocab_sha256'] = file_sha256(vocab)
+    info['vocab_sha256'] = paths.file_sha256(vocab)
   return info
-
-
-def check_finite(nonfinite, limit: int, manager) -> int:
-  """Stops the run (UserError) once `limit` steps in a row had a non-finite loss or gradient norm;
-  returns how many steps were not applied so far. A fetch of 4 integers, made only where the host
-  waits for the device anyway (log, eval and checkpoint steps)."""
-  n = {k: int(v) for k, v in jax.device_get(nonfinite).items()}
-  if n['streak'] < limit:
-    return n['count']
-  what = ', '.join(k for i, k in enumerate(NONFINITE_KEYS) if n['what'] >> i & 1)
-  in_a_row = f' ({limit} steps in a row, nan_policy=skip_step)' if limit > 1 else ''
-  latest = manager.latest_step()
-  saved = (f'the latest checkpoint in {manager.directory} is {latest}' if latest is not None
-           else f'no checkpoint was written to {manager.directory}')
-  hint = '' if limit > 1 else ', or set --config.nan_policy=skip_step'
-  raise UserError(f'non-finite {what} at step {n["step"]}{in_a_row}: stopped, and nothing after '
-                  f'the last good step was saved ({saved}). Lower optim.learning_rate{hint}')
 
 
 def _eta(seconds):
@@ -388,7 +315,7 @@ def _train_and_evaluate(config, workdir: str, mesh) -> dict:
     with paths.open(paths.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2))
 
-  limit = nonfinite_limit(config)
+  limit = train_state.nonfinite_limit(config)
 
   log = metrics_log.MetricsLog(workdir, start_step)
   log.write('info', start_step, {'num_params': float(num_params)},
@@ -416,7 +343,7 @@ def _train_and_evaluate(config, workdir: str, mesh) -> dict:
       eval_now = done % config.eval_every_steps == 0 or last  # due evals run, stopping or not
       save_now = done % config.checkpoint_every_steps == 0 or last or stopping
       if log_now or eval_now or save_now:  # the host waits for the device here anyway
-        skipped = check_finite(state.nonfinite, limit, manager)
+        skipped = train_state.check_finite(state.nonfinite, limit, manager)
       if log_now:
         train_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
         now = time.perf_counter()

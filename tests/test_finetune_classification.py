@@ -9,6 +9,7 @@ import signal
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from conftest import tiny_config
@@ -325,6 +326,20 @@ def test_cli_bad_input_is_one_error_line(tmp_path):
       'error: set --config.data_dir to the folder holding the mnli data')
 
 
+def test_finetuning_does_not_load_the_pretraining_loop():
+  """finetune/loop.py shares the train state and its non-finite guard (train_state.py), not
+  train.py: importing it loads neither train.py nor what only pre-training needs."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  code = ('import sys; import electra_jax.finetune.loop; '
+          'print(sorted(m for m in ("electra_jax.train", "electra_jax.train_state") '
+          'if m in sys.modules))')
+  result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.strip() == "['electra_jax.train_state']"
+
+
 def test_pretraining_keys_are_unknown_keys_of_the_finetuning_config(tmp_path):
   """configs/finetune.py holds only what fine-tuning, score and zeroshot read: overriding a
   pre-training key is the command line's unknown-key error, not silently ignored."""
@@ -388,6 +403,34 @@ def test_resume_after_interruption_is_exact(tmp_path, monkeypatch):
   resumed = loop.run(config, str(tmp_path / 'signalled'))
   assert rows('signalled') == rows('straight')
   assert resumed['seeds'][0]['best'] == straight['seeds'][0]['best']
+
+
+def test_best_dev_checkpoint_is_the_earliest_of_equal_scores(tmp_path, monkeypatch):
+  """Dev scores 50, NaN, 80, 80 at steps 2, 4, 6, 8: the best is step 6 (a later eval must beat it;
+  a NaN beats nothing). orbax keeps it besides the latest (keep_checkpoints=1) and its weights,
+  restored once the last save is written, make the predictions."""
+  scores = iter([50.0, float('nan'), 80.0, 80.0])
+  real_evaluate = classification.ClassificationTask.evaluate
+  monkeypatch.setattr(classification.ClassificationTask, 'evaluate',
+                      lambda self, split, p: dict(real_evaluate(self, split, p), score=next(scores)))
+  restored, real_restore = [], checkpoint.restore
+  monkeypatch.setattr(checkpoint, 'restore',
+                      lambda manager, step, like: restored.append(step) or real_restore(
+                          manager, step, like))
+  closed, real_close = [], ocp.CheckpointManager.close
+  monkeypatch.setattr(ocp.CheckpointManager, 'close',
+                      lambda manager: closed.append(manager) or real_close(manager))
+  config = finetune_config(task='sst', num_train_steps=8, eval_every_steps=2, keep_checkpoints=1,
+                           async_checkpoints=True, **{'optim.learning_rate': 2e-3})
+  workdir = str(tmp_path / 'ft')
+  results = loop.run(config, workdir)
+  seed = results['seeds'][0]
+  assert (seed['best_step'], seed['best']['dev']['score']) == (6, 80.0)
+  assert restored == [6] and len(closed) == 1
+  assert sorted(os.listdir(os.path.join(workdir, 'seed_0', 'checkpoints'))) == ['6', '8']
+  with open(os.path.join(workdir, 'results.json')) as f:
+    assert json.load(f)['seeds'][0]['best_step'] == 6
+  assert not {'best.json', 'best.msgpack'} & set(os.listdir(os.path.join(workdir, 'seed_0')))
 
 
 def test_custom_labels_file_and_metrics(tmp_path):

@@ -24,6 +24,7 @@ from electra_jax import model as model_lib
 from electra_jax import optim
 from electra_jax import sharding
 from electra_jax import train
+from electra_jax import train_state
 from electra_jax.errors import UserError
 from electra_jax.finetune import loop
 from test_finetune_classification import finetune_config
@@ -89,9 +90,9 @@ def test_non_finite_step_is_not_applied_and_counted():
   with a limit of 2, the 2nd in a row freezes the state (later finite steps are not applied)."""
   tx = optax.sgd(1.0)
   params = {'w': jnp.ones(3)}
-  state = train.TrainState(jnp.zeros((), jnp.int32), params, tx.init(params),
-                           train.new_nonfinite_record())
-  step = jax.jit(lambda s, g, loss: train.apply_if_finite(
+  state = train_state.TrainState(jnp.zeros((), jnp.int32), params, tx.init(params),
+                                 train_state.new_nonfinite_record())
+  step = jax.jit(lambda s, g, loss: train_state.apply_if_finite(
       s, {'w': g}, {'loss': loss, 'grad_norm': jnp.linalg.norm(g)}, tx, 2))
   g = jnp.full(3, 0.5)
   state = step(state, g, 1.0)  # applied
@@ -250,7 +251,11 @@ def test_finetune_resume_skips_a_damaged_checkpoint(tmp_path, capsys):
   assert f'checkpoint 6 in {seed_dir}/checkpoints cannot be read (' in out
   assert 'resuming at step 4' in out
   assert again['seeds'][0]['best'] == first['seeds'][0]['best']
-  assert sorted(os.listdir(os.path.join(seed_dir, 'checkpoints'))) == ['4', '6', '6.unreadable']
+  best_step = first['seeds'][0]['best_step']
+  assert again['seeds'][0]['best_step'] == best_step
+  # The latest 2 (6 written again) and the best dev checkpoint, which orbax keeps besides them.
+  assert sorted(os.listdir(os.path.join(seed_dir, 'checkpoints'))) == sorted(
+      {'4', '6', '6.unreadable', str(best_step)})
 
 
 # ---- A full disk while checkpointing.

@@ -10,15 +10,16 @@ Outputs, in WORKDIR: results.json (every seed's best dev metrics and the median 
 seed WORKDIR/seed_<S>/{metrics.jsonl, tensorboard/, predictions/} (test-set predictions in the GLUE
 submission format, SQuAD predictions JSON, tagged CoNLL files, made with the best dev checkpoint).
 Each seed checkpoints its train state at every eval (WORKDIR/seed_<S>/checkpoints, orbax, as
-pre-training) and keeps its best dev weights in best.msgpack + best.json; rerunning the same command
-resumes each seed from its latest checkpoint, bit for bit (a finished seed only re-predicts).
+pre-training) with that eval's dev metrics, and orbax keeps the best of them besides the latest;
+rerunning the same command resumes each seed from its latest checkpoint, bit for bit (a finished
+seed only re-predicts).
 """
 import difflib
 import functools
 import json
+import math
 import time
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -33,7 +34,7 @@ from electra_jax import paths
 from electra_jax import preemption
 from electra_jax import sharding
 from electra_jax import tokenization
-from electra_jax import train as train_lib
+from electra_jax import train_state
 from electra_jax import workdir_lock
 from electra_jax.errors import UserError
 from electra_jax.finetune import model as ft_model
@@ -126,7 +127,7 @@ def train_step(state, batch, rng, *, model, tx, learning_rate_fn, answerable_wei
   metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads),
              'learning_rate': learning_rate_fn(state.step)}
   checked = {'loss': loss, 'grad_norm': metrics['grad_norm']}
-  return train_lib.apply_if_finite(state, grads, checked, tx, max_nonfinite_in_a_row), metrics
+  return train_state.apply_if_finite(state, grads, checked, tx, max_nonfinite_in_a_row), metrics
 
 
 def predict_step(params, batch, *, model):
@@ -186,32 +187,12 @@ def finetune_schedule(config, num_train_steps: int):
                                       config.warmup_proportion * num_train_steps)
 
 
-def _save_best(workdir, best, params):
-  """best.json (score, step, metrics) and best.msgpack (the weights), each replaced atomically."""
-  if jax.process_index() != 0:
-    return
-  for name, data in (('best.msgpack', flax.serialization.msgpack_serialize(
-      jax.tree.map(np.asarray, params))), ('best.json', json.dumps(best, indent=2).encode())):
-    tmp = paths.join(workdir, name + '.tmp')
-    with paths.open(tmp, 'wb') as f:
-      f.write(data)
-    paths.replace(tmp, paths.join(workdir, name))
-
-
-def _load_best(workdir, like_params):
-  path = paths.join(workdir, 'best.json')
-  if not paths.exists(path):
-    return {'score': -float('inf'), 'step': 0, 'metrics': {}}, None
-  try:
-    with paths.open(path) as f:
-      best = json.load(f)
-    with paths.open(paths.join(workdir, 'best.msgpack'), 'rb') as f:
-      params = flax.serialization.from_bytes(like_params, f.read())
-  except (*paths.error_types(), ValueError, KeyError, TypeError) as e:
-    raise UserError(f'the best weights so far in {workdir} (best.json, best.msgpack) cannot be read '
-                    f'({type(e).__name__}: {str(e)[:200]}); delete that folder to retrain this '
-                    'seed') from None
-  return best, params
+def dev_rank(metrics):
+  """What orbax ranks a seed's checkpoints by (the highest is the best): the dev score, then the
+  earlier step. orbax picks the last of a stable ascending sort, which of equal scores would be the
+  latest; a later eval has to beat the best score so far to replace it, so of equal scores the
+  earliest stays the best."""
+  return metrics['score'], -metrics['step']
 
 
 def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str, mesh,
@@ -245,11 +226,11 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
   tx = optim.make_optimizer(config.optim, num_train_steps, learning_rate_fn, lr_factors)
   repl = sharding.replicated(mesh)
   params = jax.device_put(params, repl)
-  state = train_lib.TrainState(jax.device_put(jnp.zeros((), jnp.int32), repl), params,
-                               jax.jit(tx.init, out_shardings=repl)(params),
-                               jax.device_put(train_lib.new_nonfinite_record(), repl))
+  state = train_state.TrainState(jax.device_put(jnp.zeros((), jnp.int32), repl), params,
+                                 jax.jit(tx.init, out_shardings=repl)(params),
+                                 jax.device_put(train_state.new_nonfinite_record(), repl))
   batch_shard = sharding.batch_sharding(mesh)
-  limit = train_lib.nonfinite_limit(config)
+  limit = train_state.nonfinite_limit(config)
   train_step_fn = jax.jit(
       functools.partial(train_step, model=model, tx=tx, learning_rate_fn=learning_rate_fn,
                         answerable_weight=config.qa.answerable_weight,
@@ -259,15 +240,14 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
                       in_shardings=(repl, batch_shard), out_shardings=repl)
   eval_batch_size = config.eval_batch_size or batch_size
 
-  # Resume: the latest checkpoint (saved at every eval) and the best-so-far record and weights.
-  manager = checkpoint.checkpoint_manager(workdir, config)
+  # Resume: the latest checkpoint (saved at every eval, with its dev metrics: the manager keeps
+  # the best one too).
+  manager = checkpoint.checkpoint_manager(workdir, config, best_fn=dev_rank)
   abstract_state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl),
                                 state)
   restored = checkpoint.restore_latest(manager, abstract_state, run_info)
-  best, best_params = {'score': -float('inf'), 'step': 0, 'metrics': {}}, None
   if restored is not None:
     state = restored
-    best, best_params = _load_best(workdir, params)
   start_step = int(state.step)
   accepted()  # the checkpoint (if any) took this config: now it may be written down
 
@@ -278,7 +258,7 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
             + (f', resuming at step {start_step}' if start_step else ''))
   last_time = time.perf_counter()
   stop = preemption.StopRequest()  # SIGTERM / SIGINT from here on: finish the step, save, return
-  stopped_at = None
+  stopped_at, best = None, None
   try:
     for step in range(start_step, num_train_steps):
       batch = train_batch(task.train, step, batch_size, seed)
@@ -291,7 +271,7 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
       # A due eval runs even when stopping: the best weights kept are then a straight run's.
       eval_now = done % eval_every == 0 or last
       if log_now or eval_now or stopping:  # the host waits for the device here anyway
-        train_lib.check_finite(state.nonfinite, limit, manager)
+        train_state.check_finite(state.nonfinite, limit, manager)
       if log_now:
         now = time.perf_counter()
         train_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -300,6 +280,7 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
         log.write('train', done, train_metrics,
                   f'step {done}/{num_train_steps} | loss {train_metrics["loss"]:.4f} | '
                   f'lr {train_metrics["learning_rate"]:.2e}')
+      dev_metrics = None  # saved with this step's checkpoint: what ranks it (`dev_rank`)
       if eval_now:
         if task.eval_sets:
           results = {split: task.evaluate(split, predict(p_predict, state.params, arrays,
@@ -310,16 +291,25 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
           log.write('eval', done, flat, f'eval @ {done}: ' + ', '.join(
               f'{k} {v:.2f}' for k, v in flat.items()))
           score = results[next(iter(results))]['score']  # the first dev split selects
-          if score > best['score']:
-            best = {'score': score, 'step': done, 'metrics': results}
-            best_params = jax.device_get(state.params)
-            _save_best(workdir, best, best_params)
+          if score > -math.inf:  # a NaN score beats nothing: saved without metrics, never the best
+            dev_metrics = {'score': score, 'step': done, 'results': results}
       if eval_now or stopping:
-        checkpoint.save(manager, done, state, run_info)
+        checkpoint.save(manager, done, state, run_info, metrics=dev_metrics)
         last_time = time.perf_counter()
       if stopping:
         stopped_at = done
         break
+    if stopped_at is None:
+      checkpoint.wait(manager)  # the best checkpoint may be the save still being written
+      best_step = manager.best_step()  # None: no save had a dev score
+      if best_step is not None:
+        best = {'step': best_step, 'metrics': manager.metrics(best_step)['results']}
+        state = None  # one train state in memory at a time: the best one replaces the last
+        try:
+          state = checkpoint.restore(manager, best_step, abstract_state)
+        except UserError as e:
+          raise UserError(f'{e}; it holds the best dev weights: delete {workdir} to retrain this '
+                          'seed') from None
   finally:
     stop.restore()
     checkpoint.finish(manager)  # waits for the last asynchronous save
@@ -328,13 +318,13 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
           f'{num_train_steps}: checkpoint {stopped_at} is saved in {manager.directory}; run the '
           'same command to resume', flush=True)
     return {'seed': seed, 'stopped': stop.reason}
-  if best_params is None:  # no dev set: the final weights
-    best_params, best = jax.device_get(state.params), {'step': num_train_steps, 'metrics': {}}
+  if best is None:  # no dev score: the final weights
+    best = {'step': num_train_steps, 'metrics': {}}
 
-  # Test (and, for tagging/QA, dev) predictions of the best weights. Every process predicts (the
-  # jitted call spans all devices); process 0 writes.
+  # Test (and, for tagging/QA, dev) predictions of the best weights (`state`). Every process
+  # predicts (the jitted call spans all devices); process 0 writes.
   written = []
-  params = jax.device_put(best_params, repl)
+  params = state.params
   out_dir = paths.join(workdir, 'predictions')
   to_write = [(task.write_predictions, split, arrays) for split, arrays in task.test_sets.items()]
   if hasattr(task, 'write_eval_predictions'):
@@ -424,7 +414,7 @@ def _run(config, workdir: str, mesh) -> dict:
   errors.check_seq_length(config.max_seq_length, model_config, settable=False)
   task = make_task(config, tokenizer)
   # What each seed's checkpoints are tied to (checkpoint.check_run_info).
-  run_info = {'task': task.name, 'vocab_sha256': train_lib.file_sha256(vocab_path),
+  run_info = {'task': task.name, 'vocab_sha256': paths.file_sha256(vocab_path),
               'max_seq_length': config.max_seq_length,
               'labels': list(getattr(task, 'labels', None) or [])}
 
