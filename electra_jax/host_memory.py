@@ -1,11 +1,11 @@
 """Host memory: keep freed memory in the process for reuse instead of returning it to the OS.
 
-XLA's CPU backend mallocs a step's temporaries at every execution (1.9 GB for ELECTRA-Small at
-batch 32) and frees them afterwards. glibc serves blocks that large with fresh mmap'd pages and
-unmaps them on free, so every step page-faults and zero-fills the same 1.9 GB again: measured on 2
-CPU cores, 448k page faults and 0.7 s of kernel time in a 1.8 s step. With one malloc arena, no
-mmap and no trimming, the step reuses the same heap: 0 page faults, 1.48 s per step. The process
-keeps its peak heap size (training processes do anyway).
+XLA's CPU backend mallocs a step's temporaries at every execution (gigabytes for ELECTRA-Small)
+and frees them afterwards. glibc serves blocks that large with fresh mmap'd pages and unmaps them
+on free, so every step page-faults and zero-fills the same memory again, in kernel time. With one
+malloc arena, no mmap and no trimming, the step reuses the same heap and takes no page faults
+(benchmarks/README.md has the measured step times). The process keeps its peak heap size
+(training processes do anyway).
 
 The settings only reach threads that have not allocated yet, so call `retain_freed_memory` before
 the first JAX computation: main.py and the benchmarks do it first thing; in a notebook, in the

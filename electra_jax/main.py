@@ -114,7 +114,7 @@ def main(argv):
   logging.get_absl_handler().addFilter(_console_filter)
   sys.excepthook = _without_closed_loop_reports(sys.excepthook)
   # Before JAX starts its threads: XLA:CPU's per-step temporaries then reuse freed memory instead
-  # of page-faulting it in again every step (host_memory.py; 1.8 -> 1.5 s per ELECTRA-Small step).
+  # of page-faulting it in again every step (host_memory.py).
   host_memory.retain_freed_memory()
   try:
     if os.environ.get('ELECTRA_JAX_DISTRIBUTED'):  # set by launch/ scripts on pods and multi-node
