@@ -27,6 +27,10 @@ last step is reported.
 FLOPs) are fine-tuned; 1 = the whole run. Intermediate budgets are checkpoints of the same runs
 (the learning curve of one run, like the paper's Figure 4), so the learning rate there has not
 decayed to zero yet. Results: WORKDIR/results.json and the printed table.
+
+--variant=NAME with --config overrides (e.g. --config.objective.disc_weight=10) pre-trains the arms
+of those settings into WORKDIR/ARM_NAME on the same text and data; fine-tuning results are kept
+under WORKDIR/finetune_lr*_epochs*_dropout*/ per fine-tuning setting.
 """
 import functools
 import hashlib
@@ -59,6 +63,9 @@ _ARMS = flags.DEFINE_list('arms', ['electra', 'mlm', 'none'], 'Pre-training arms
 _TASKS = flags.DEFINE_list('tasks', ['area', 'next'], 'Downstream tasks.')
 _FINETUNE_LR = flags.DEFINE_float('finetune_lr', 3e-4, 'Fine-tuning learning rate.')
 _FINETUNE_EPOCHS = flags.DEFINE_float('finetune_epochs', 3.0, 'Fine-tuning epochs.')
+_VARIANT = flags.DEFINE_string(
+    'variant', '', 'A name for this run\'s --config overrides: its arms go to WORKDIR/ARM_VARIANT '
+    'and its results to results_VARIANT.json, beside the text and data of the same workdir.')
 _FINETUNE_DROPOUT = flags.DEFINE_float(
     'finetune_dropout', -1.0, 'Fine-tuning dropout (hidden and attention); -1: the pre-training '
     "config's model.dropout_rate (an encoder pre-trained without dropout is fine-tuned without).")
@@ -244,6 +251,10 @@ def main(argv):
   started = time.time()
   dropout = (_FINETUNE_DROPOUT.value if _FINETUNE_DROPOUT.value >= 0
              else config.model.dropout_rate)
+  suffix = f'_{_VARIANT.value}' if _VARIANT.value else ''
+  # Fine-tuning results are kept per fine-tuning setting (a rerun with others fine-tunes again).
+  finetune_root = os.path.join(workdir, f'finetune_lr{_FINETUNE_LR.value:g}_epochs'
+                                        f'{_FINETUNE_EPOCHS.value:g}_dropout{dropout:g}')
 
   text_dir = os.path.join(workdir, 'text')
   text = write_text(text_dir)
@@ -273,7 +284,7 @@ def main(argv):
   for arm in _ARMS.value:
     if arm == 'none':
       scores = {task: finetune('', config.model, vocab, task, text_dir,
-                               os.path.join(workdir, 'finetune', f'none_{task}'), dropout)
+                               os.path.join(finetune_root, f'none{suffix}_{task}'), dropout)
                 for task in _TASKS.value}
       rows.append({'arm': 'none', 'budget': 0.0, 'steps': 0, 'flops': 0.0, 'pretrain': {},
                    'scores': scores})
@@ -283,7 +294,7 @@ def main(argv):
     c.checkpoint_every_steps = steps[arm][0]
     c.eval_every_steps = steps[arm][0]
     c.keep_checkpoints = round(1 / unit)  # every multiple of the smallest budget is saved
-    run_dir = os.path.join(workdir, arm)
+    run_dir = os.path.join(workdir, arm + suffix)
     if all(os.path.exists(os.path.join(run_dir, f'export_{step}', 'config.json'))
            for step in steps[arm]):  # pre-trained and exported already (then only fine-tuning)
       print(f'{arm}: reusing the exports in {run_dir}', flush=True)
@@ -295,7 +306,8 @@ def main(argv):
       export_dir = os.path.join(run_dir, f'export_{step}')
       export_at(run_dir, step, c, export_dir)
       scores = {task: finetune(export_dir, None, vocab, task, text_dir,
-                               os.path.join(workdir, 'finetune', f'{arm}_{step}_{task}'), dropout)
+                               os.path.join(finetune_root, f'{arm}{suffix}_{step}_{task}'),
+                               dropout)
                 for task in _TASKS.value}
       rows.append({'arm': arm, 'budget': budget, 'steps': step, 'flops': flops[arm] * step,
                    'pretrain': eval_metrics(run_dir, step), 'scores': scores})
@@ -315,7 +327,7 @@ def main(argv):
              for v in r['scores'].values()]
     print(f'| {r["arm"]} | {r["budget"]:g} | {r["steps"]} | {r["flops"]:.2e} | {auc} | {acc} | '
           + ' | '.join(cells) + ' |')
-  with open(os.path.join(workdir, 'results.json'), 'w') as f:
+  with open(os.path.join(workdir, f'results{suffix}.json'), 'w') as f:
     json.dump({'config': config.to_dict(), 'text': text, 'flops_per_step': flops, 'rows': rows,
                'seconds': time.time() - started}, f, indent=2)
 
