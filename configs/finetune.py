@@ -89,7 +89,7 @@ def get_config():
   c.data.do_lower_case = True  # data.vocab's casing (and a checkpoint's that records none)
 
   # The transformer (electra_jax/defaults.py). With init_checkpoint its sizes are the checkpoint's;
-  # dtype, kernels, remat and dropout are this run's.
+  # dtype, kernels, attention, remat and dropout are this run's.
   c.model = defaults.model_config(pretraining=False)
   # Fine-tuning dropout, whatever the checkpoint was pre-trained with (the original's 0.1).
   c.model.dropout_rate = 0.1

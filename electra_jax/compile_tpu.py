@@ -222,7 +222,11 @@ def compile_steps(config, tpu: TpuSlice, log=lambda line: None) -> dict:
   result = {'slice': tpu.name, 'topology': tpu.topology_name, 'chips': len(devices),
             'hosts': hosts, 'device_kind': devices[0].device_kind, 'mesh': dict(mesh.shape),
             'hbm_capacity': tpu.hbm_bytes, 'num_params': num_params,
-            'kernels': model_lib.resolve_kernels(config.model, devices[0].platform)}
+            'kernels': model_lib.resolve_kernels(config.model, devices[0].platform),
+            'attention': {name: model_lib.attention_path(
+                model_lib.with_kernels(config.model, devices[0].platform), config.max_seq_length,
+                dropout=name == 'train' and config.model.attention_dropout_rate > 0)
+                          for name in ('train', 'eval')}}
   m = config.model
   log(f'{tpu.name}: {len(devices)} chip{"s" if len(devices) > 1 else ""} '
       f'({devices[0].device_kind}, topology {tpu.topology_name}, '
@@ -233,7 +237,8 @@ def compile_steps(config, tpu: TpuSlice, log=lambda line: None) -> dict:
       f'{"s" if config.batch_size // batch_devices > 1 else ""} per chip'
       + (f' in {config.grad_accum_steps} microbatches' if config.grad_accum_steps > 1 else '') +
       f'); {num_params / 1e6:.1f}M params; dtype {m.dtype}, remat {m.remat}, '
-      f'scan_layers {m.scan_layers}, kernels {result["kernels"]}')
+      f'scan_layers {m.scan_layers}, kernels {result["kernels"]}, attention '
+      + ' / '.join(f'{v} ({k})' for k, v in result['attention'].items()))
   looped = {name for name, loops in (('train', config.grad_accum_steps > 1 or m.scan_layers),
                                       ('eval', m.scan_layers)) if loops}
   slice_flops = _loop_free_flops(config, special, max_predictions) if looped else {}

@@ -69,6 +69,12 @@ def model_config(pretraining: bool = True) -> ml_collections.ConfigDict:
   # 'auto': 'cpu' when the step runs on CPU, else 'stock'. Same parameters either way, same
   # loss and gradients with dropout off (only the dropout masks differ).
   m.kernels = 'auto'
+  # Self-attention without dropout (evaluation, or attention_dropout_rate=0): 'xla' is
+  # jax.nn.dot_product_attention; 'splash' the Pallas splash-attention kernel of TPUs (flash
+  # attention: blocks of queries and keys in on-chip memory, no [seq, seq] probabilities in HBM)
+  # wherever the sequence length is a multiple of 128, else 'xla'; 'auto': 'splash' on TPU, else
+  # 'xla'. Same results (tests/test_kernels.py runs the kernel in Pallas's interpreter on CPU).
+  m.attention = 'auto'
   if not pretraining:
     return m
   # ---- The generator: same depth, hidden = round(hidden_size * generator_fraction).

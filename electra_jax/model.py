@@ -100,11 +100,91 @@ def resolve_kernels(model_config, platform: str = '') -> str:
   return 'cpu' if (platform or jax.default_backend()) == 'cpu' else 'stock'
 
 
+# 'splash_interpret' is what 'splash' resolves to off TPU: Pallas's interpreter runs the kernel.
+ATTENTION = ('auto', 'xla', 'splash', 'splash_interpret')
+
+
+def resolve_attention(model_config, platform: str = '') -> str:
+  """model.attention as 'xla', 'splash' or 'splash_interpret' (see defaults.py) for the step's
+  `platform` ('' = jax.default_backend()): 'auto' (or no key) is 'splash' on TPU, else 'xla'.
+  'splash' asked for where the step does not run on a TPU is 'splash_interpret': the same kernel
+  evaluated as plain JAX ops by Pallas's interpreter (slow; for tests)."""
+  attention = model_config.get('attention', 'auto')
+  if attention not in ATTENTION:
+    raise ValueError(f'model.attention must be one of {ATTENTION[:3]}, got {attention!r}')
+  on_tpu = (platform or jax.default_backend()) == 'tpu'
+  if attention == 'auto':
+    return 'splash' if on_tpu else 'xla'
+  return 'splash_interpret' if attention == 'splash' and not on_tpu else attention
+
+
 def with_kernels(model_config, platform: str = ''):
-  """A copy of `model_config` with model.kernels resolved (see resolve_kernels)."""
+  """A copy of `model_config` with model.kernels and model.attention resolved for `platform`
+  (resolve_kernels, resolve_attention)."""
   c = ml_collections.ConfigDict(model_config.to_dict())
   c.kernels = resolve_kernels(model_config, platform)
+  c.attention = resolve_attention(model_config, platform)
   return c
+
+
+def splash_block(seq_len: int) -> int:
+  """The splash kernel's tile along both sequence axes (a multiple of 128 dividing seq_len; 0:
+  none, the kernel does not apply)."""
+  return next((b for b in (512, 256, 128) if seq_len % b == 0), 0)
+
+
+def attention_path(model_config, seq_len: int, dropout: bool) -> str:
+  """How a layer computes self-attention: 'explicit' (einsums and a softmax, which attention
+  dropout needs), 'splash' / 'splash_interpret' (model.attention, where the sequence length is a
+  multiple of 128), else 'xla' (jax.nn.dot_product_attention)."""
+  if dropout:
+    return 'explicit'
+  attention = model_config.get('attention', 'auto')  # as with_kernels resolved it for the step
+  attention = resolve_attention(model_config) if attention == 'auto' else attention  # (or here)
+  return attention if attention.startswith('splash') and splash_block(seq_len) else 'xla'
+
+
+def splash_attention(q, k, v, attention_mask, interpret: bool = False):
+  """softmax(q k^T / sqrt(d) + mask) v by the TPU splash-attention kernel; q, k, v [B, T, H, D],
+  attention_mask [B, 1, 1, T] (True: a real token). T must be a multiple of 128.
+
+  The mask becomes the kernel's segment ids (1 real, 0 padding): a real token attends to the real
+  ones, exactly as the additive mask; a padding position attends to padding instead, and nothing
+  reads padding positions (they are masked as keys and weighted 0 in every loss). The kernel is
+  a Pallas call, which XLA does not partition: under a context mesh (sharding.traced_in_mesh) it
+  runs per shard in a shard_map, batch over the 'data' and 'fsdp' axes, heads over 'tensor'.
+  """
+  from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash  # pylint: disable=g-import-not-at-top
+  from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks  # pylint: disable=g-import-not-at-top
+  batch, seq_len, _, head_dim = q.shape
+  block = splash_block(seq_len)
+  sizes = splash.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block,
+                            block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=block,
+                            block_q_dq=block, block_kv_dq=block)
+  heads_first = lambda t: t.transpose(0, 2, 1, 3)  # the kernel's [H, T, D] per example
+  q = q * jnp.asarray(1.0 / head_dim**0.5, q.dtype)  # the kernel does not scale
+
+  def local(q, k, v, segment_ids):
+    heads = q.shape[1]
+    kernel = splash.make_splash_mha(masks.MultiHeadMask([masks.FullMask((seq_len, seq_len))] * heads),
+                                    block_sizes=sizes, head_shards=1, q_seq_shards=1,
+                                    interpret=interpret)
+    one = lambda q, k, v, s: kernel(q, k, v, segment_ids=splash.SegmentIds(s, s))
+    return jax.vmap(one)(q, k, v, segment_ids)
+
+  args = (heads_first(q), heads_first(k), heads_first(v),
+          attention_mask.reshape(batch, seq_len).astype(jnp.int32))
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or mesh.size == 1:
+    ctx = local(*args)
+  else:
+    sizes_of = dict(mesh.shape)
+    batch_axes = tuple(a for a in ('data', 'fsdp') if sizes_of.get(a, 1) > 1) or None
+    heads_axis = 'tensor' if sizes_of.get('tensor', 1) > 1 and args[0].shape[1] % sizes_of['tensor'] == 0 else None
+    spec = jax.sharding.PartitionSpec(batch_axes, heads_axis, None, None)
+    ctx = jax.shard_map(local, in_specs=(spec, spec, spec, jax.sharding.PartitionSpec(batch_axes, None)),
+                        out_specs=spec, check_vma=False)(*args)
+  return heads_first(ctx)
 
 
 def _cpu(model_config) -> bool:
@@ -330,7 +410,10 @@ class TransformerLayer(nn.Module):
     split = lambda t: t.reshape(batch, seq_len, s.num_heads, head_dim)
     q, k, v = split(q), split(k), split(v)
     drop = functools.partial(dropout, self, stock=not cpu)
-    if deterministic or c.attention_dropout_rate == 0.0:
+    path = attention_path(c, seq_len, dropout=not deterministic and c.attention_dropout_rate > 0)
+    if path.startswith('splash'):
+      ctx = splash_attention(q, k, v, attention_mask, interpret=path == 'splash_interpret')
+    elif path == 'xla':
       # jax's attention op (its XLA implementation: jax 0.10's implementation=None never picks
       # cuDNN, which wants bfloat16 and would not take the boolean mask as is).
       ctx = jax.nn.dot_product_attention(q, k, v, mask=attention_mask)

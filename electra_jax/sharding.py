@@ -13,6 +13,7 @@ Parameters (and the optimizer state, which follows its parameter) are placed by 
 A dim that doesn't divide stays whole. Sharding changes where values live, never the result: any
 mesh computes the same step as one device, up to float reduction order.
 """
+import functools
 import math
 import os
 
@@ -100,6 +101,16 @@ def state_shardings(mesh: Mesh, abstract_tree, fsdp_min_size: int = 4096):
   return jax.tree_util.tree_map_with_path(
       lambda path, x: NamedSharding(mesh, param_spec(path, x.shape, mesh_shape, fsdp_min_size)),
       abstract_tree)
+
+
+def traced_in_mesh(mesh: Mesh, fn):
+  """`fn`, traced with `mesh` as the context mesh: what model.splash_attention shard_maps its
+  kernel over (XLA does not partition a Pallas call)."""
+  @functools.wraps(fn)
+  def in_mesh(*args, **kwargs):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return fn(*args, **kwargs)
+  return in_mesh
 
 
 def global_batch(mesh: Mesh, local_batch: dict) -> dict:

@@ -145,14 +145,18 @@ def make_steps(config, mesh, special, max_predictions) -> Steps:
                                 abstract, state_sharding)
   step_kwargs = dict(model=model, objective_config=config.objective, special=special,
                      max_predictions=max_predictions)
+  # The splash-attention kernel runs per shard over the mesh it is traced in.
+  in_mesh = (functools.partial(sharding.traced_in_mesh, mesh)
+             if model.model_config.attention.startswith('splash') else lambda fn: fn)
   batch_shard = sharding.batch_sharding(mesh)
   train_step_fn = jax.jit(
-      functools.partial(train_step, tx=tx, learning_rate_fn=learning_rate_fn,
-                        grad_accum_steps=config.grad_accum_steps,
-                        max_nonfinite_in_a_row=train_state.nonfinite_limit(config), **step_kwargs),
+      in_mesh(functools.partial(train_step, tx=tx, learning_rate_fn=learning_rate_fn,
+                                grad_accum_steps=config.grad_accum_steps,
+                                max_nonfinite_in_a_row=train_state.nonfinite_limit(config),
+                                **step_kwargs)),
       in_shardings=(state_sharding, batch_shard, repl), out_shardings=(state_sharding, repl),
       donate_argnums=(0,))
-  eval_step_fn = jax.jit(functools.partial(eval_step, **step_kwargs),
+  eval_step_fn = jax.jit(in_mesh(functools.partial(eval_step, **step_kwargs)),
                          in_shardings=(state_sharding.params, batch_shard, repl),
                          out_shardings=repl)
   return Steps(init=jax.jit(create, out_shardings=state_sharding), train=train_step_fn,
@@ -184,7 +188,7 @@ def evaluate(eval_fn, params, mesh, batches, rng) -> dict:
 # Config values that must be one of a few strings (the code that reads them raises otherwise).
 _CHOICES = {'nan_policy': ('stop', 'skip_step'), 'model.dtype': ('float32', 'bfloat16', 'float16'),
             'model.initializer': ('original', 'normal'),
-            'model.kernels': model_lib.KERNELS,
+            'model.kernels': model_lib.KERNELS, 'model.attention': model_lib.ATTENTION,
             'model.embedding_sharing': model_lib.EMBEDDING_SHARING,
             'objective.sampler': ('inverse_cdf', 'gumbel'),
             'optim.schedule': ('electra', 'warmup_linear')}

@@ -140,3 +140,92 @@ def test_stock_dropout_is_nn_dropout():
   hashed = _Drop(stock=False).apply({}, x, rngs=rngs)
   assert not np.array_equal(out == 0, hashed == 0)
   assert abs(float(jnp.mean(hashed == 0)) - 0.1) < 0.01
+
+
+# ---- model.attention: the TPU splash-attention kernel, run by Pallas's interpreter on CPU.
+
+def test_attention_auto_follows_the_platform():
+  m = tiny_config().model
+  assert m.attention == 'auto'
+  assert [model_lib.resolve_attention(m, p) for p in ('cpu', 'gpu', 'tpu')] == \
+      ['xla', 'xla', 'splash']
+  splash = tiny_config(**{'model.attention': 'splash'}).model
+  assert model_lib.resolve_attention(splash, 'tpu') == 'splash'
+  assert model_lib.resolve_attention(splash) == 'splash_interpret'  # not on this CPU host
+  assert model_lib.make_pretrainer(tiny_config(), platform='tpu').model_config.attention == 'splash'
+  assert model_lib.make_pretrainer(tiny_config()).model_config.attention == 'xla'
+  paths = [model_lib.attention_path(model_lib.with_kernels(m, 'tpu'), seq_len, dropout)
+           for seq_len, dropout in ((128, False), (512, False), (64, False), (128, True))]
+  assert paths == ['splash', 'splash', 'xla', 'explicit']
+  with pytest.raises(ValueError, match='model.attention'):
+    model_lib.resolve_attention(tiny_config(**{'model.attention': 'flash'}).model)
+
+
+def _qkv_and_mask(batch=4, seq_len=128, heads=2, head_dim=16):
+  rng = np.random.default_rng(3)
+  q, k, v = (jnp.asarray(rng.normal(size=(batch, seq_len, heads, head_dim)), jnp.float32)
+             for _ in range(3))
+  lengths = np.array([seq_len, 100, 37, 5, 128, 64, 1, 90])[:batch]
+  mask = jnp.asarray(np.arange(seq_len)[None, :] < lengths[:, None])[:, None, None, :]
+  return q, k, v, mask
+
+
+def _real(x, mask):
+  """Real-token rows only (padding rows attend differently and are read by nothing)."""
+  return np.asarray(x)[np.asarray(mask[:, 0, 0])]
+
+
+def test_splash_attention_equals_xla_attention_and_its_gradients():
+  q, k, v, mask = _qkv_and_mask()
+  weight = mask[:, 0, 0, :, None, None]  # a loss of the real rows only, as every loss here
+  loss = lambda fn: lambda q, k, v: jnp.sum(fn(q, k, v) * weight * jnp.cos(jnp.arange(16.0)))
+  splash = lambda q, k, v: model_lib.splash_attention(q, k, v, mask, interpret=True)
+  xla = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, mask=mask)
+  np.testing.assert_allclose(_real(jax.jit(splash)(q, k, v), mask),
+                             _real(xla(q, k, v), mask), atol=2e-6)
+  got = jax.jit(jax.grad(loss(splash), argnums=(0, 1, 2)))(q, k, v)
+  want = jax.grad(loss(xla), argnums=(0, 1, 2))(q, k, v)
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(g, w, atol=2e-6)
+
+
+@pytest.mark.parametrize('mesh_shape', [(2, 2, 2), (1, 4, 2)])
+def test_splash_attention_runs_per_shard_of_the_mesh(mesh_shape):
+  """Batch over data x fsdp, heads over tensor (a Pallas call is not partitioned by XLA)."""
+  from electra_jax import sharding  # pylint: disable=g-import-not-at-top
+  mesh = sharding.make_mesh(mesh_shape)
+  q, k, v, mask = _qkv_and_mask(batch=8)
+  spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(('data', 'fsdp')))
+  fn = sharding.traced_in_mesh(
+      mesh, lambda q, k, v, mask: model_lib.splash_attention(q, k, v, mask, interpret=True))
+  got = jax.jit(fn, in_shardings=(spec,) * 4)(q, k, v, mask)
+  want = jax.nn.dot_product_attention(q, k, v, mask=mask)
+  np.testing.assert_allclose(_real(got, mask), _real(want, mask), atol=2e-6)
+
+
+def test_splash_model_same_pretraining_loss_and_gradients():
+  """The whole pre-training loss through the model at seq 128 (the kernel's tile): attention
+  'splash' (interpreted here) against 'xla', dropout off."""
+  overrides = {'model.dropout_rate': 0.0, 'model.attention_dropout_rate': 0.0,
+               'model.max_position_embeddings': 128, 'max_seq_length': 128}
+  models = [model_lib.make_pretrainer(tiny_config(**{'model.attention': a, **overrides}))
+            for a in ('xla', 'splash')]
+  assert models[1].model_config.attention == 'splash_interpret'
+  params = model_lib.init_params(models[0], jax.random.key(0))
+  rng = np.random.default_rng(1)
+  ids = rng.integers(5, 128, (2, 128)).astype(np.int32)
+  ids[:, 0] = SPECIAL.cls_id
+  mask = (np.arange(128)[None, :] < np.array([[128], [70]])).astype(np.int32)
+  batch = {'input_ids': jnp.asarray(ids * mask), 'input_mask': jnp.asarray(mask),
+           'segment_ids': jnp.zeros_like(jnp.asarray(ids))}
+  o = tiny_config().objective
+
+  def loss_and_grad(model):
+    loss = lambda p: objective.electra_loss(model_lib.networks(model), p, batch, jax.random.key(5),
+                                            o, SPECIAL, 20, deterministic=False)
+    return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+
+  (xla_loss, _), xla_grads = loss_and_grad(models[0])
+  (splash_loss, _), splash_grads = loss_and_grad(models[1])
+  np.testing.assert_allclose(splash_loss, xla_loss, rtol=1e-5)
+  _assert_trees_close(splash_grads, xla_grads)

@@ -29,6 +29,7 @@ import optax
 from electra_jax import checkpoint
 from electra_jax import errors
 from electra_jax import metrics_log
+from electra_jax import model as model_lib
 from electra_jax import optim
 from electra_jax import paths
 from electra_jax import preemption
@@ -65,7 +66,7 @@ def load_init_checkpoint(config):
   model_config = ml_collections.ConfigDict(weights.model.to_dict())
   # Compute dtype, kernels, remat and dropout are choices of this run, not the checkpoint's (the
   # original fine-tunes with its own dropout 0.1 whatever pre-training used).
-  for key in ('dtype', 'kernels', 'remat', 'dropout_rate', 'attention_dropout_rate'):
+  for key in ('dtype', 'kernels', 'attention', 'remat', 'dropout_rate', 'attention_dropout_rate'):
     model_config[key] = config.model[key]
   vocab_path = weights.vocab.get('vocab_path', '')
   if vocab_path and not paths.exists(vocab_path):  # the workdir moved: look next to the weights
@@ -203,6 +204,10 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
   `accepted()` is called once the checkpoint (if any) was restored.
   """
   paths.makedirs(workdir)
+  # Kernels and attention for the mesh's devices (splash attention on TPU runs per shard).
+  model_config = model_lib.with_kernels(model_config, mesh.devices.flat[0].platform)
+  in_mesh = (functools.partial(sharding.traced_in_mesh, mesh)
+             if model_config.attention.startswith('splash') else lambda fn: fn)
   model = ft_model.make_model(model_config, task.head, task.num_outputs, config)
   num_examples = len(task.train['input_ids'])
   batch_size = config.batch_size
@@ -232,11 +237,12 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
   batch_shard = sharding.batch_sharding(mesh)
   limit = train_state.nonfinite_limit(config)
   train_step_fn = jax.jit(
-      functools.partial(train_step, model=model, tx=tx, learning_rate_fn=learning_rate_fn,
-                        answerable_weight=config.qa.answerable_weight,
-                        loss_reduction=config.loss_reduction, max_nonfinite_in_a_row=limit),
+      in_mesh(functools.partial(train_step, model=model, tx=tx, learning_rate_fn=learning_rate_fn,
+                                answerable_weight=config.qa.answerable_weight,
+                                loss_reduction=config.loss_reduction,
+                                max_nonfinite_in_a_row=limit)),
       in_shardings=(repl, batch_shard, repl), out_shardings=(repl, repl), donate_argnums=(0,))
-  p_predict = jax.jit(functools.partial(predict_step, model=model),
+  p_predict = jax.jit(in_mesh(functools.partial(predict_step, model=model)),
                       in_shardings=(repl, batch_shard), out_shardings=repl)
   eval_batch_size = config.eval_batch_size or batch_size
 
