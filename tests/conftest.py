@@ -103,3 +103,17 @@ def run_train_steps(config, batch, num_steps=3, special=(0, 2, 3, 4), max_predic
     state, metrics = step(state, sharding.global_batch(mesh, b), step_rng)
     losses.append(float(metrics['loss']))
   return state, jax.device_get(state.params), jax.device_get(metrics), losses
+
+
+# The longest tests (minutes each on 2 CPU cores), started first: pytest-xdist hands tests out in
+# collection order, and one of these started last would leave a worker running it alone.
+_LONGEST_FIRST = ('test_notebook.py::test_notebook_runs_and_shows_learning',
+                  'test_train.py::test_sigterm_saves_its_step',
+                  'test_train.py::test_training_learns_and_writes_everything',
+                  'test_gcs.py::')
+
+
+def pytest_collection_modifyitems(items):
+  rank = lambda item: next((i for i, name in enumerate(_LONGEST_FIRST) if name in item.nodeid),
+                           len(_LONGEST_FIRST))
+  items.sort(key=rank)
