@@ -69,6 +69,14 @@ def _assert_trees_close(got, want):
                                err_msg=jax.tree_util.keystr(path[0]))
 
 
+def _loss_and_grad(model, params, batch, objective_config, max_predictions):
+  """The pre-training loss (with aux) and its gradient, through the training path."""
+  loss = lambda p: objective.electra_loss(model_lib.networks(model), p, batch, jax.random.key(5),
+                                          objective_config, SPECIAL, max_predictions,
+                                          deterministic=False)
+  return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+
+
 @pytest.mark.parametrize('electra_objective', [True, False])
 def test_same_pretraining_loss_and_gradients(electra_objective):
   # Dropout off, but through the training path: attention dropout 1e-12 keeps every probability
@@ -82,13 +90,8 @@ def test_same_pretraining_loss_and_gradients(electra_objective):
   batch = _batch()
   o = tiny_config(**overrides).objective
 
-  def loss_and_grad(model):
-    loss = lambda p: objective.electra_loss(model_lib.networks(model), p, batch, jax.random.key(5),
-                                            o, SPECIAL, 3, deterministic=False)
-    return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
-
-  (cpu_loss, cpu_aux), cpu_grads = loss_and_grad(models[0])
-  (stock_loss, stock_aux), stock_grads = loss_and_grad(models[1])
+  (cpu_loss, cpu_aux), cpu_grads = _loss_and_grad(models[0], params, batch, o, 3)
+  (stock_loss, stock_aux), stock_grads = _loss_and_grad(models[1], params, batch, o, 3)
   np.testing.assert_allclose(stock_loss, cpu_loss, rtol=1e-5)
   np.testing.assert_allclose(stock_aux['mlm_loss'], cpu_aux['mlm_loss'], rtol=1e-5)
   if electra_objective:
@@ -221,12 +224,7 @@ def test_splash_model_same_pretraining_loss_and_gradients():
            'segment_ids': jnp.zeros_like(jnp.asarray(ids))}
   o = tiny_config().objective
 
-  def loss_and_grad(model):
-    loss = lambda p: objective.electra_loss(model_lib.networks(model), p, batch, jax.random.key(5),
-                                            o, SPECIAL, 20, deterministic=False)
-    return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
-
-  (xla_loss, _), xla_grads = loss_and_grad(models[0])
-  (splash_loss, _), splash_grads = loss_and_grad(models[1])
+  (xla_loss, _), xla_grads = _loss_and_grad(models[0], params, batch, o, 20)
+  (splash_loss, _), splash_grads = _loss_and_grad(models[1], params, batch, o, 20)
   np.testing.assert_allclose(splash_loss, xla_loss, rtol=1e-5)
   _assert_trees_close(splash_grads, xla_grads)
