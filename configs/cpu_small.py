@@ -26,8 +26,10 @@ Measured (`python benchmarks/learning.py --workdir=/tmp/electra_learning --budge
 dev accuracy of 3 fine-tuning seeds of 6 epochs, equal pre-training FLOPs 8.27e13): ELECTRA area
 46.6, next 62.3; masked LM area 48.8, next 57.4; no pre-training area 40.8, next 55.6. At half the
 budget ELECTRA 36.8 / 61.3, masked LM 48.4 / 57.8. At this scale ELECTRA beats the masked LM on
-`next` (by 4.9) but not on `area` (2.2 behind; 0.3 behind with 10 fine-tuning epochs):
-benchmarks/README.md, "The core claim, measured", has the diagnosis.
+`next` (by 4.9) but not on `area` (2.2 behind; 0.3 behind with 10 fine-tuning epochs). Twice the
+steps (`--variant=x2 --arms=electra,mlm --config.num_train_steps=6000`, 1.65e14 FLOPs): ELECTRA
+45.1 / 63.2, masked LM 49.8 / 56.7. benchmarks/README.md, "The core claim, measured", has the
+diagnosis.
 """
 from configs import demo
 
