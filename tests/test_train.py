@@ -182,6 +182,8 @@ def assert_same_losses(resumed, straight):
     assert resumed[step]['disc_auc'] == straight[step]['disc_auc'], step
 
 
+# One worker runs both (test.sh: --dist loadgroup), so it runs straight_600 once.
+@pytest.mark.xdist_group('straight_600')
 def test_kill_9_then_same_command_resumes_bit_for_bit(data_dir, tmp_path, straight_600):
   cmd, env, workdir = tiny_command(data_dir, tmp_path)
   log_path = tmp_path / 'killed_run.log'
@@ -206,6 +208,7 @@ def test_kill_9_then_same_command_resumes_bit_for_bit(data_dir, tmp_path, straig
   assert_same_losses(read_metrics(str(workdir)), straight_600)
 
 
+@pytest.mark.xdist_group('straight_600')
 def test_sigterm_saves_its_step_and_a_second_run_is_refused(data_dir, tmp_path, straight_600):
   """A real SIGTERM to a real run: it finishes the step, saves it, says where it stopped and exits
   0; meanwhile a second run on its workdir exits 1 at once; the same command then resumes bit for
