@@ -3,7 +3,7 @@ r"""The core claim, measured: ELECTRA against masked-LM pre-training at equal co
   python benchmarks/learning.py --workdir=/tmp/electra_learning                # the table
   python benchmarks/learning.py --workdir=/tmp/electra_learning --budgets=0.25,0.5,1   # the curve
   python benchmarks/learning.py --workdir=/tmp/electra_learning --variant=x2 --arms=electra,mlm \
-      --config.num_train_steps=6000                            # twice the budget, runs of their own
+      --config.num_train_steps=6512                            # twice the budget, runs of their own
 
 Pre-trains configs/cpu_small.py (or --config) twice on the same text: as ELECTRA and as a masked
 LM (BERT without next-sentence prediction, dynamic masking: `objective.electra_objective=False`,
