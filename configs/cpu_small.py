@@ -30,10 +30,10 @@ pre-training run per arm, equal pre-training FLOPs 8.27e13): ELECTRA area 49.5, 
 LM area 45.2, next 58.4; no pre-training area 40.8, next 55.6. ELECTRA is ahead of the masked LM
 by 4.3 and 2.9 points and of no pre-training by 8.7 and 5.7; the masked LM is ahead of no
 pre-training by 4.4 and 2.8. A second ELECTRA pre-training run (--config.seed=1): area 46.2, next
-62.5, ahead of the masked LM on both tasks again, by 1.0 and 4.1. With 128-token sequences (`--config.batch_size=32
---config.max_seq_length=128 --config.num_train_steps=3000`, the same FLOPs) ELECTRA 46.6 / 62.3,
-masked LM 48.8 / 57.4. benchmarks/README.md, "The core claim, measured", has the curve and the
-diagnosis.
+62.5, ahead of the masked LM on both tasks again, by 1.0 and 4.1. With 128-token sequences
+(`--config.batch_size=32 --config.max_seq_length=128 --config.num_train_steps=3000`, the same
+FLOPs) ELECTRA 46.6 / 62.3, masked LM 48.8 / 57.4. benchmarks/README.md, "The core claim,
+measured", has the curve and the diagnosis.
 """
 from configs import demo
 

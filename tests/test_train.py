@@ -182,7 +182,7 @@ def assert_same_losses(resumed, straight):
     assert resumed[step]['disc_auc'] == straight[step]['disc_auc'], step
 
 
-# One worker runs both (test.sh: --dist loadgroup), so it runs straight_600 once.
+# One worker runs both (test.sh: --dist loadgroup) instead of each worker building straight_600.
 @pytest.mark.xdist_group('straight_600')
 def test_kill_9_then_same_command_resumes_bit_for_bit(data_dir, tmp_path, straight_600):
   cmd, env, workdir = tiny_command(data_dir, tmp_path)
