@@ -14,8 +14,8 @@ held-out documents of the same text, for --seeds seeds, and prints the median de
 
 Text: documentation that Debian packages ship (benchmarks/doc_text.py: Python's, the Linux
 kernel's, Perl's and PostgreSQL's manuals; `apt-get install python3-doc linux-doc perl-doc
-postgresql-doc`), 48.5 MB of pre-training text. 12% of the documents (by a hash of their names) are held out of pre-training and
-make the tasks:
+postgresql-doc`), 27.9 MB of pre-training text, each file read once. 12% of the documents (by a
+hash of their names) are held out of pre-training and make the tasks:
   area   one sentence -> which of 8 areas it comes from (perl, postgres, python/library, and five
          kernel/ sections); 300 train and up to 150 dev sentences per area, from different documents
   next   a pair of sentences -> does B directly follow A in its document (1), or is B a sentence of
@@ -140,6 +140,7 @@ def write_text(directory: str) -> dict:
       counts[f'{task}_{split}'] = len(examples)
   os.replace(os.path.join(directory, 'corpus.txt.tmp'), os.path.join(directory, 'corpus.txt'))
   info = {'sources': {s: len(files) for s, files in sources.items()}, 'missing': missing,
+          'packages': doc_text.package_versions(sources),
           'pretraining_documents': num_docs, 'pretraining_sentences': num_sentences,
           'corpus_mb': os.path.getsize(os.path.join(directory, 'corpus.txt')) / 1e6, **counts}
   with open(info_path, 'w') as f:
