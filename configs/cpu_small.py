@@ -27,15 +27,15 @@ Four choices differ from the paper (measured in benchmarks/README.md, "The core 
     encoder pre-trained without dropout and fine-tuned with 0.1 lost 6 points on `area`.
 
 Measured (the command above, 35 minutes on 2 quiet cores; median dev accuracy of 3 fine-tuning
-seeds of 6 epochs; equal pre-training FLOPs 8.27e13; pre-training seeds 0 and 1, the second with
---variant=s1 --arms=electra,mlm --config.seed=1):
-  ELECTRA       area 47.8 / 50.3   next 61.3 / 62.2
-  masked LM     area 47.2 / 48.4   next 53.2 / 55.1
-  none          area 46.3          next 52.9
-ELECTRA leads the masked LM by 8.1 and 7.1 points on `next` and by 0.6 and 1.9 on `area`, where
-no arm is far above no pre-training (a naive Bayes over the words gets 44.4: `area` is mostly
-lexical at this scale). Twice the budget (--variant=x2 --arms=electra,mlm
---config.num_train_steps=6512): ELECTRA 50.6 / 63.2, masked LM 51.1 / 52.2.
+seeds of 6 epochs; equal pre-training FLOPs 8.27e13; pre-training seeds 0, 1 and 2, the others
+with --variant=sN --arms=electra,mlm --config.seed=N):
+  ELECTRA       area 47.8 / 50.3 / 45.3   next 61.3 / 62.2 / 60.3
+  masked LM     area 47.2 / 48.4 / 44.8   next 53.2 / 55.1 / 55.1
+  none          area 46.3                 next 52.9
+ELECTRA leads the masked LM by 5.2-8.1 points on `next` and by 0.5-1.9 on `area`, where no arm is
+far from no pre-training (a naive Bayes over the words gets 44.4: `area` is mostly lexical at
+this scale). Twice the budget (--variant=x2 --arms=electra,mlm --config.num_train_steps=6512):
+ELECTRA 50.6 / 63.2, masked LM 51.1 / 52.2.
 benchmarks/README.md, "The core claim, measured", has the runs on the earlier text (Python's
 manual 4 times over), at 128 tokens, and the diagnosis.
 """
