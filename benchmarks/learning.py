@@ -9,19 +9,24 @@ Pre-trains configs/cpu_small.py (or --config) twice on the same text: as ELECTRA
 LM (BERT without next-sentence prediction, dynamic masking: `objective.electra_objective=False`,
 the full-size transformer as the masked LM), the MLM for as many steps as give it the same
 training FLOPs (XLA's count of each compiled train step, generator included). Then fine-tunes
-each, and the same model from random initialization (the floor), on two tasks built from
-held-out documents of the same text, for --seeds seeds, and prints the median dev accuracies.
+each, and the same model from random initialization (the floor), on tasks built from held-out
+documents of the same text (--tasks; area and next by default), for --seeds seeds, and prints the
+median dev accuracies.
 
 Text: documentation that Debian packages ship (benchmarks/doc_text.py: Python's, the Linux
 kernel's, Perl's and PostgreSQL's manuals; `apt-get install python3-doc linux-doc perl-doc
 postgresql-doc`), 27.9 MB of pre-training text, each file read once. 12% of the documents (by a
-hash of their names) are held out of pre-training and make the tasks:
+hash of their names) are held out of pre-training and make the tasks (benchmarks/tasks.py):
   area   one sentence -> which of 8 areas it comes from (perl, postgres, python/library, and five
          kernel/ sections); 300 train and up to 150 dev sentences per area, from different documents
   next   a pair of sentences -> does B directly follow A in its document (1), or is B a sentence of
          another held-out document (0; BERT's next-sentence task); 3000 train, 1200 dev pairs
+  order  one sentence -> as written (1), or two adjacent words inside it swapped (0; acceptability,
+         CoLA's kind, where the words alone tell nothing); 3000 train, 1200 dev sentences; every
+         arm is at chance on it at this scale (benchmarks/README.md, Diagnosis), so it runs only
+         when asked: --tasks=area,next,order
 Fine-tuning: configs/finetune.py (the original's recipe) with --finetune_lr, 6 epochs, batch 32,
-seq 64 (area) / 128 (next), and the pre-training's dropout (--finetune_dropout; an encoder
+seq 64 (area, order) / 128 (next), and the pre-training's dropout (--finetune_dropout; an encoder
 pre-trained without dropout loses up to 6 points fine-tuned with 0.1); the dev accuracy after the
 last step is reported.
 
@@ -35,10 +40,8 @@ of those settings into WORKDIR/ARM_NAME on the same text and data; fine-tuning r
 under WORKDIR/finetune_lr*_epochs*_dropout*/ per fine-tuning setting.
 """
 import functools
-import hashlib
 import json
 import os
-import random
 import sys
 import time
 
@@ -55,6 +58,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from electra_jax import host_memory  # pylint: disable=g-import-not-at-top,wrong-import-position
+import tasks  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file('config', os.path.join(ROOT, 'configs', 'cpu_small.py'),
                                           'Pre-training config (ELECTRA); the MLM arm is derived.')
@@ -62,7 +66,7 @@ _WORKDIR = flags.DEFINE_string('workdir', '/tmp/electra_learning', 'Where everyt
 _BUDGETS = flags.DEFINE_list('budgets', ['1'], 'Fractions of num_train_steps to fine-tune at.')
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Fine-tuning seeds per task (median reported).')
 _ARMS = flags.DEFINE_list('arms', ['electra', 'mlm', 'none'], 'Pre-training arms.')
-_TASKS = flags.DEFINE_list('tasks', ['area', 'next'], 'Downstream tasks.')
+_TASKS = flags.DEFINE_list('tasks', ['area', 'next'], 'Downstream tasks (area, next, order).')
 _FINETUNE_LR = flags.DEFINE_float('finetune_lr', 3e-4, 'Fine-tuning learning rate.')
 _FINETUNE_EPOCHS = flags.DEFINE_float(
     'finetune_epochs', 6.0, 'Fine-tuning epochs (at 3 every arm was still improving).')
@@ -73,79 +77,7 @@ _FINETUNE_DROPOUT = flags.DEFINE_float(
     'finetune_dropout', -1.0, 'Fine-tuning dropout (hidden and attention); -1: the pre-training '
     "config's model.dropout_rate (an encoder pre-trained without dropout is fine-tuned without).")
 
-HELD_OUT_PERCENT = 12  # of the documents, by hash: 0-7 task train, 8-11 task dev
-AREAS = ('perl', 'postgres', 'python/library', 'kernel/admin-guide', 'kernel/networking',
-         'kernel/driver-api', 'kernel/userspace-api', 'kernel/filesystems')
-TASK_SEQ_LENGTH = {'area': 64, 'next': 128}
-
-
-# ---- Text and tasks.
-
-def _bucket(doc_id: str) -> int:
-  return int(hashlib.sha256(doc_id.encode()).hexdigest()[:8], 16) % 100
-
-
-def write_text(directory: str) -> dict:
-  """corpus.txt (pre-training documents) and the tasks' JSONL files; reused when present."""
-  import doc_text  # pylint: disable=g-import-not-at-top
-  info_path = os.path.join(directory, 'text.json')
-  if os.path.exists(info_path):
-    with open(info_path) as f:
-      return json.load(f)
-  sources = doc_text.available_sources()
-  missing = [doc_text.PACKAGES[s] for s in doc_text.PACKAGES if s not in sources]
-  if not sources:
-    sys.exit('error: no documentation found; apt-get install ' + ' '.join(missing))
-  if missing:
-    print(f'warning: not installed, left out: {" ".join(missing)}', flush=True)
-  os.makedirs(directory, exist_ok=True)
-  held = {'train': [], 'dev': []}
-  num_docs = num_sentences = 0
-  with open(os.path.join(directory, 'corpus.txt.tmp'), 'w') as corpus:
-    for area, doc_id, sentences in doc_text.documents(sources):
-      if not sentences:
-        continue
-      bucket = _bucket(doc_id)
-      if bucket < HELD_OUT_PERCENT:
-        held['train' if bucket < 8 else 'dev'].append((area, sentences))
-      else:
-        corpus.write('\n'.join(sentences) + '\n\n')
-        num_docs += 1
-        num_sentences += len(sentences)
-  rng = random.Random(0)
-  counts = {}
-  for split, per_area, num_pairs in (('train', 300, 3000), ('dev', 150, 1200)):
-    rows = []
-    for area in AREAS:
-      pool = [s for a, doc in held[split] if a == area for s in doc if 6 <= len(s.split()) <= 40]
-      rng.shuffle(pool)
-      rows += [{'sentence': s, 'label': area} for s in pool[:per_area]]
-    rng.shuffle(rows)
-    fits = lambda s: 4 <= len(s.split()) <= 30
-    docs = [doc for _, doc in held[split]]
-    candidates = [(d, i) for d, doc in enumerate(docs) for i in range(len(doc) - 1)
-                  if fits(doc[i]) and fits(doc[i + 1])]
-    rng.shuffle(candidates)
-    pairs = []
-    for d, i in candidates[:num_pairs]:
-      if rng.random() < 0.5:
-        pairs.append({'sentence1': docs[d][i], 'sentence2': docs[d][i + 1], 'label': '1'})
-      else:  # a sentence of another held-out document (of any area)
-        other = rng.choice([e for e in range(len(docs)) if e != d])
-        pool = [t for t in docs[other] if fits(t)] or docs[other]
-        pairs.append({'sentence1': docs[d][i], 'sentence2': rng.choice(pool), 'label': '0'})
-    for task, examples in (('area', rows), ('next', pairs)):
-      with open(os.path.join(directory, f'{task}_{split}.jsonl'), 'w') as f:
-        f.writelines(json.dumps(e) + '\n' for e in examples)
-      counts[f'{task}_{split}'] = len(examples)
-  os.replace(os.path.join(directory, 'corpus.txt.tmp'), os.path.join(directory, 'corpus.txt'))
-  info = {'sources': {s: len(files) for s, files in sources.items()}, 'missing': missing,
-          'packages': doc_text.package_versions(sources),
-          'pretraining_documents': num_docs, 'pretraining_sentences': num_sentences,
-          'corpus_mb': os.path.getsize(os.path.join(directory, 'corpus.txt')) / 1e6, **counts}
-  with open(info_path, 'w') as f:
-    json.dump(info, f, indent=2)
-  return info
+TASK_SEQ_LENGTH = {'area': 64, 'next': 128, 'order': 64}
 
 
 # ---- Pre-training arms at equal FLOPs.
@@ -217,8 +149,8 @@ def finetune(init_dir: str, model_config, vocab: str, task: str, text_dir: str, 
     c.custom.name = task
     c.custom.train_file = os.path.join(text_dir, f'{task}_train.jsonl')
     c.custom.dev_file = os.path.join(text_dir, f'{task}_dev.jsonl')
-    c.custom.text_a, c.custom.text_b = (('sentence', '') if task == 'area'
-                                        else ('sentence1', 'sentence2'))
+    c.custom.text_a, c.custom.text_b = (('sentence1', 'sentence2') if task == 'next'
+                                        else ('sentence', ''))
     c.custom.metrics = 'accuracy'
     c.max_seq_length = TASK_SEQ_LENGTH[task]
     c.optim.learning_rate = _FINETUNE_LR.value
@@ -248,6 +180,10 @@ def main(argv):
   from electra_jax import build_data, train  # pylint: disable=g-import-not-at-top
   workdir = os.path.abspath(_WORKDIR.value)
   config = _CONFIG.value
+  unknown = [t for t in _TASKS.value if t not in TASK_SEQ_LENGTH]
+  if unknown:
+    sys.exit(f'error: unknown --tasks {",".join(unknown)}; the tasks are '
+             f'{",".join(TASK_SEQ_LENGTH)}')
   budgets = sorted(float(b) for b in _BUDGETS.value)
   unit = budgets[0]
   if any(abs(b / unit - round(b / unit)) > 1e-9 for b in budgets) or budgets[-1] != 1.0:
@@ -261,10 +197,10 @@ def main(argv):
                                         f'{_FINETUNE_EPOCHS.value:g}_dropout{dropout:g}')
 
   text_dir = os.path.join(workdir, 'text')
-  text = write_text(text_dir)
+  text = tasks.write_text(text_dir)
   print(f'text: {text["corpus_mb"]:.1f} MB of pre-training text ({text["pretraining_documents"]} '
         f'documents); tasks: ' + ', '.join(f'{k} {v}' for k, v in text.items()
-                                            if k.startswith(('area_', 'next_'))), flush=True)
+                                            if k.endswith(('_train', '_dev'))), flush=True)
   config.data.corpus = os.path.join(text_dir, 'corpus.txt')
   config.data.data_dir = os.path.join(workdir, 'data')
   build_data.build_pretraining_data(config, workdir)

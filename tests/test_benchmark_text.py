@@ -1,11 +1,17 @@
-"""Tests of benchmarks/doc_text.py, the learning benchmark's text: each manual counted once."""
+"""Tests of the learning benchmark's text (benchmarks/doc_text.py: each manual counted once) and
+tasks (benchmarks/tasks.py)."""
+import collections
 import os
+import random
 import sys
+
+import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 'benchmarks'))
 
 import doc_text  # pylint: disable=g-import-not-at-top,wrong-import-position
+import tasks  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def test_a_tree_reached_through_several_linked_names_is_read_once(tmp_path):
@@ -30,3 +36,81 @@ def test_package_versions_of_files_no_package_owns():
   # Outside a Debian package (or without dpkg), the version is 'unknown', not an error.
   assert doc_text.package_versions({'python': [os.path.abspath(__file__)]}) == {
       'python': 'unknown'}
+
+
+def test_swap_adjacent_words_keeps_the_words_the_first_and_the_last():
+  sentence = 'The cat sat on the mat today.'
+  assert tasks.swappable_positions(sentence.split()) == [1, 2, 3, 4]
+  swapped = {tasks.swap_adjacent_words(sentence, random.Random(seed)) for seed in range(40)}
+  assert swapped == {'The sat cat on the mat today.', 'The cat on sat the mat today.',
+                     'The cat sat the on mat today.', 'The cat sat on mat the today.'}
+  # Equal neighbours are never swapped (the sentence would not change).
+  assert tasks.swappable_positions('It is very very slow now.'.split()) == [1, 3]
+  assert tasks.swappable_positions('A b b b b Z.'.split()) == []
+
+
+def test_order_examples_are_balanced_each_sentence_once_and_dev_apart_from_train():
+  words = 'alpha beta gamma delta epsilon zeta eta theta iota kappa'.split()
+  rng = random.Random(0)
+  docs = [('perl', [' '.join(rng.sample(words, 7)) + '.' for _ in range(50)]),
+          ('perl', ['Too short here.', 'A b b b b Z.', 'It  has   odd spacing in it.'])]
+  train = tasks.order_examples(docs, 20, random.Random(1))
+  assert len(train) == 20
+  assert collections.Counter(r['label'] for r in train) == {'0': 10, '1': 10}
+  originals = {' '.join(s.split()) for _, doc in docs for s in doc}
+  bags = {tuple(sorted(o.split())) for o in originals}
+  for row in train:  # a swapped row is no sentence of the text, but has one's words
+    assert (row['sentence'] in originals) == (row['label'] == '1')
+    assert tuple(sorted(row['sentence'].split())) in bags
+  assert 'Too short here.' not in str(train) and 'A b b b b Z.' not in str(train)
+  # The same source sentence never appears both as written and swapped.
+  bags = [tuple(sorted(r['sentence'].split())) for r in train]
+  assert len(set(bags)) == len(bags)
+  dev = tasks.order_examples(docs, 100, random.Random(2),
+                             exclude={' '.join(s.split()) for s in docs[0][1][:40]})
+  assert len(dev) == 11  # the 10 sentences train did not have, and the one with odd spacing
+  assert {tuple(sorted(r['sentence'].split())) for r in dev} == {
+      tuple(sorted(s.split())) for s in docs[0][1][40:] + ['It has odd spacing in it.']}
+
+
+def _fake_documentation(monkeypatch, num_docs=200):
+  rng = random.Random(0)
+  words = [f'w{i}' for i in range(300)]
+  docs = [('perl', f'perl:doc{d}.pod',
+           [' '.join(rng.choice(words) for _ in range(rng.randint(6, 12))) + '.'
+            for _ in range(8)]) for d in range(num_docs)]
+  monkeypatch.setattr(doc_text, 'available_sources', lambda: {'perl': ['a.pod'] * num_docs})
+  monkeypatch.setattr(doc_text, 'documents', lambda sources: iter(docs))
+  monkeypatch.setattr(doc_text, 'package_versions', lambda sources: {'perl': 'perl-doc 1'})
+  return docs
+
+
+def test_write_text_holds_documents_out_and_adds_a_new_task_leaving_the_rest(monkeypatch,
+                                                                            tmp_path):
+  docs = _fake_documentation(monkeypatch)
+  info = tasks.write_text(str(tmp_path))
+  held = [d for d in docs if tasks._bucket(d[1]) < tasks.HELD_OUT_PERCENT]
+  corpus = (tmp_path / 'corpus.txt').read_text()
+  assert info['pretraining_documents'] == len(docs) - len(held) and 10 < len(held) < 40
+  assert all(s not in corpus for _, _, sentences in held for s in sentences)
+  files = {p.name: p.read_bytes() for p in tmp_path.glob('*.jsonl')}
+  assert sorted(files) == sorted(f'{t}_{s}.jsonl' for t in ('area', 'next', 'order')
+                                 for s in ('train', 'dev'))
+  assert info['order_train'] > 0 and info['order_dev'] > 0
+  # A workdir written before `order` existed: the task is built, nothing else is touched.
+  for split in ('train', 'dev'):
+    (tmp_path / f'order_{split}.jsonl').unlink()
+  corpus_time = (tmp_path / 'corpus.txt').stat().st_mtime_ns
+  assert tasks.write_text(str(tmp_path)) == info
+  assert {p.name: p.read_bytes() for p in tmp_path.glob('*.jsonl')} == files
+  assert (tmp_path / 'corpus.txt').stat().st_mtime_ns == corpus_time
+
+
+def test_write_text_refuses_a_workdir_of_other_documentation(monkeypatch, tmp_path):
+  _fake_documentation(monkeypatch)
+  tasks.write_text(str(tmp_path))
+  (tmp_path / 'order_dev.jsonl').unlink()
+  _fake_documentation(monkeypatch, num_docs=150)
+  with pytest.raises(SystemExit, match='written from other documentation'):
+    tasks.write_text(str(tmp_path))
+  assert not (tmp_path / 'order_dev.jsonl').exists()
