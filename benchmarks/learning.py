@@ -11,7 +11,7 @@ the full-size transformer as the masked LM), the MLM for as many steps as give i
 training FLOPs (XLA's count of each compiled train step, generator included). Then fine-tunes
 each, and the same model from random initialization (the floor), on tasks built from held-out
 documents of the same text (--tasks; area and next by default), for --seeds seeds, and prints the
-median dev accuracies.
+median dev accuracies. A run with other --tasks adds its scores to the results of the same runs.
 
 Text: documentation that Debian packages ship (benchmarks/doc_text.py: Python's, the Linux
 kernel's, Perl's and PostgreSQL's manuals; `apt-get install python3-doc linux-doc perl-doc
@@ -25,8 +25,11 @@ hash of their names) are held out of pre-training and make the tasks (benchmarks
          CoLA's kind, where the words alone tell nothing); 3000 train, 1200 dev sentences; every
          arm is at chance on it at this scale (benchmarks/README.md, Diagnosis), so it runs only
          when asked: --tasks=area,next,order
+  splice one sentence -> as written (1), or the start of one sentence joined to the end of a
+         sentence of another document, the same length as written (0; next's question inside one
+         sentence); 3000 train, 1200 dev sentences; opt-in: --tasks=area,next,splice
 Fine-tuning: configs/finetune.py (the original's recipe) with --finetune_lr, 6 epochs, batch 32,
-seq 64 (area, order) / 128 (next), and the pre-training's dropout (--finetune_dropout; an encoder
+seq 64 (area, order, splice) / 128 (next), and the pre-training's dropout (--finetune_dropout; an encoder
 pre-trained without dropout loses up to 6 points fine-tuned with 0.1); the dev accuracy after the
 last step is reported.
 
@@ -66,7 +69,7 @@ _WORKDIR = flags.DEFINE_string('workdir', '/tmp/electra_learning', 'Where everyt
 _BUDGETS = flags.DEFINE_list('budgets', ['1'], 'Fractions of num_train_steps to fine-tune at.')
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Fine-tuning seeds per task (median reported).')
 _ARMS = flags.DEFINE_list('arms', ['electra', 'mlm', 'none'], 'Pre-training arms.')
-_TASKS = flags.DEFINE_list('tasks', ['area', 'next'], 'Downstream tasks (area, next, order).')
+_TASKS = flags.DEFINE_list('tasks', ['area', 'next'], 'Downstream tasks (area, next, order, splice).')
 _FINETUNE_LR = flags.DEFINE_float('finetune_lr', 3e-4, 'Fine-tuning learning rate.')
 _FINETUNE_EPOCHS = flags.DEFINE_float(
     'finetune_epochs', 6.0, 'Fine-tuning epochs (at 3 every arm was still improving).')
@@ -77,7 +80,7 @@ _FINETUNE_DROPOUT = flags.DEFINE_float(
     'finetune_dropout', -1.0, 'Fine-tuning dropout (hidden and attention); -1: the pre-training '
     "config's model.dropout_rate (an encoder pre-trained without dropout is fine-tuned without).")
 
-TASK_SEQ_LENGTH = {'area': 64, 'next': 128, 'order': 64}
+TASK_SEQ_LENGTH = {'area': 64, 'next': 128, 'order': 64, 'splice': 64}
 
 
 # ---- Pre-training arms at equal FLOPs.
@@ -267,9 +270,19 @@ def main(argv):
              for v in r['scores'].values()]
     print(f'| {r["arm"]} | {r["budget"]:g} | {r["steps"]} | {r["flops"]:.2e} | {auc} | {acc} | '
           + ' | '.join(cells) + ' |')
-  with open(os.path.join(workdir, f'results{suffix}.json'), 'w') as f:
+  # Earlier results of the same workdir and variant (other --tasks or --arms) are kept.
+  results_path = os.path.join(workdir, f'results{suffix}.json')
+  if os.path.exists(results_path):
+    with open(results_path) as f:
+      merged = {(r['arm'], r['steps']): r for r in json.load(f)['rows']}
+    for r in rows:
+      earlier = merged.get((r['arm'], r['steps']), {'scores': {}})
+      merged[r['arm'], r['steps']] = {**r, 'scores': {**earlier['scores'], **r['scores']}}
+    rows = list(merged.values())
+  with open(results_path + '.tmp', 'w') as f:
     json.dump({'config': config.to_dict(), 'text': text, 'flops_per_step': flops, 'rows': rows,
                'seconds': time.time() - started}, f, indent=2)
+  os.replace(results_path + '.tmp', results_path)
 
 
 if __name__ == '__main__':

@@ -12,6 +12,10 @@ document is (area, its prose sentences). Each builder takes one split's document
   order  one sentence -> is it as written (1), or have two adjacent words inside it been swapped
          (0; an acceptability task of CoLA's kind): both classes have the same words, so a model
          of which words a sentence has is at chance, and one of how English is put together is not
+  splice one sentence -> as written (1), or the start of one sentence joined to the end of a
+         sentence of another document, as many words as the first had (0; next's question inside
+         one sentence): both classes have the same lengths and real sentences' words, so neither
+         length nor which words alone decide it, only whether the words go together
 """
 import hashlib
 import json
@@ -22,8 +26,8 @@ import sys
 import doc_text
 
 HELD_OUT_PERCENT = 12  # of the documents, by hash: 0-7 task train, 8-11 task dev
-TASK_SIZES = {'train': {'area': 300, 'next': 3000, 'order': 3000},  # area: per area
-              'dev': {'area': 150, 'next': 1200, 'order': 1200}}
+TASK_SIZES = {'train': {'area': 300, 'next': 3000, 'order': 3000, 'splice': 3000},  # area: per
+              'dev': {'area': 150, 'next': 1200, 'order': 1200, 'splice': 1200}}  # area
 AREAS = ('perl', 'postgres', 'python/library', 'kernel/admin-guide', 'kernel/networking',
          'kernel/driver-api', 'kernel/userspace-api', 'kernel/filesystems')
 
@@ -66,9 +70,9 @@ def write_text(directory: str) -> dict:
       corpus.write('\n'.join(sentences) + '\n\n')
       num_docs += 1
       num_sentences += len(sentences)
-  # area and next draw from one generator, order from its own (added later, it leaves the
-  # others' examples as they were).
-  rng, order_rng = random.Random(0), random.Random(1)
+  # area and next draw from one generator, order and splice from their own (added later, they
+  # leave the others' examples as they were).
+  rng, order_rng, splice_rng = random.Random(0), random.Random(1), random.Random(2)
   examples = {}
   for split in ('train', 'dev'):
     size = TASK_SIZES[split]
@@ -76,6 +80,7 @@ def write_text(directory: str) -> dict:
     examples['next', split] = next_examples(held[split], size['next'], rng)
     seen = {' '.join(s.split()) for _, doc in held['train'] for s in doc} if split == 'dev' else ()
     examples['order', split] = order_examples(held[split], size['order'], order_rng, seen)
+    examples['splice', split] = splice_examples(held[split], size['splice'], splice_rng, seen)
   info = info or {}
   for (task, split), rows in examples.items():
     if not os.path.exists(task_path(task, split)):
@@ -146,5 +151,44 @@ def order_examples(documents, num: int, rng: random.Random, exclude=frozenset())
   pool = pool[:num]
   rows = [{'sentence': s, 'label': '1'} for s in pool[len(pool) // 2:]]
   rows += [{'sentence': swap_adjacent_words(s, rng), 'label': '0'} for s in pool[:len(pool) // 2]]
+  rng.shuffle(rows)
+  return rows
+
+
+def splice(first: str, second: str, rng: random.Random):
+  """The start of `first` joined to the end of `second`, as many words in all as `first` has, at
+  least 2 words from each (so the first and last words come from different sentences); None when
+  `second` is too short for that."""
+  a, b = first.split(), second.split()
+  cuts = [i for i in range(2, len(a) - 1) if len(a) - i <= len(b) - 2]
+  if not cuts:
+    return None
+  i = rng.choice(cuts)
+  return ' '.join(a[:i] + b[len(b) - (len(a) - i):])
+
+
+def splice_examples(documents, num: int, rng: random.Random, exclude=frozenset()) -> list[dict]:
+  """`num` distinct sentences (8-30 words; none of `exclude`), half as written and half spliced
+  with a sentence of another document, in random order. A sentence is used once, as written or
+  as a spliced start, never both."""
+  doc_of = {}
+  for d, (_, doc) in enumerate(documents):
+    for s in doc:
+      s = ' '.join(s.split())
+      if 8 <= len(s.split()) <= 30 and s not in exclude:
+        doc_of.setdefault(s, d)
+  pool = sorted(doc_of.items())
+  rng.shuffle(pool)
+  pool = pool[:num]
+  rows = [{'sentence': s, 'label': '1'} for s, _ in pool[len(pool) // 2:]]
+  for first, doc in pool[:len(pool) // 2]:
+    for _ in range(1000):
+      second, other = rng.choice(pool)
+      spliced = splice(first, second, rng) if other != doc else None
+      if spliced:
+        break
+    else:
+      raise ValueError(f'no sentence of another document to splice with {first!r}')
+    rows.append({'sentence': spliced, 'label': '0'})
   rng.shuffle(rows)
   return rows

@@ -73,6 +73,40 @@ def test_order_examples_are_balanced_each_sentence_once_and_dev_apart_from_train
       tuple(sorted(s.split())) for s in docs[0][1][40:] + ['It has odd spacing in it.']}
 
 
+def test_splice_joins_two_sentences_at_the_first_ones_length():
+  first, second = 'A1 a2 a3 a4 a5.', 'B1 b2 b3 b4 b5 b6.'
+  spliced = {tasks.splice(first, second, random.Random(seed)) for seed in range(20)}
+  # At least 2 words of each, never the second's first 2 words (its capital would show the cut).
+  assert spliced == {'A1 a2 b4 b5 b6.', 'A1 a2 a3 b5 b6.'}
+  assert tasks.splice('A1 a2 a3 a4 a5 a6.', 'B1 b2 b3.', random.Random(0)) is None
+  assert tasks.splice('A1 a2 a3 a4 a5.', 'B1 b2 b3 b4.', random.Random(0)) == 'A1 a2 a3 b3 b4.'
+
+
+def test_splice_examples_are_balanced_same_length_and_from_two_documents():
+  rng = random.Random(0)
+  docs = [(area, [f'D{d}s{i} ' + ' '.join(f'd{d}w{j}' for j in range(rng.randint(7, 12))) + '.'
+                  for i in range(20)])
+          for d, area in enumerate(('perl', 'perl', 'postgres'))]
+  sentences = {s for _, doc in docs for s in doc}
+  doc_of_word = {w: d for d, (_, doc) in enumerate(docs) for s in doc for w in s.split()}
+  lengths = collections.Counter(len(s.split()) for s in sentences)
+  train = tasks.splice_examples(docs, 40, random.Random(2))
+  assert collections.Counter(r['label'] for r in train) == {'0': 20, '1': 20}
+  for row in train:
+    words = row['sentence'].split()
+    assert (row['sentence'] in sentences) == (row['label'] == '1')
+    assert len(words) in lengths and 8 <= len(words) <= 30
+    if row['label'] == '0':  # starts in one document and ends in another
+      assert doc_of_word[words[0]] != doc_of_word[words[-1]]
+  # A sentence used as a spliced start is not also used as written.
+  starts = [r['sentence'].split()[0] for r in train]
+  assert len(set(starts)) == len(starts)
+  dev = tasks.splice_examples(docs, 100, random.Random(3), exclude=set(docs[0][1][:15]))
+  assert len(dev) == 45 and not {r['sentence'] for r in dev} & set(docs[0][1][:15])
+  with pytest.raises(ValueError, match='no sentence of another document'):
+    tasks.splice_examples(docs[:1], 10, random.Random(0))
+
+
 def _fake_documentation(monkeypatch, num_docs=200):
   rng = random.Random(0)
   words = [f'w{i}' for i in range(300)]
@@ -94,9 +128,10 @@ def test_write_text_holds_documents_out_and_adds_a_new_task_leaving_the_rest(mon
   assert info['pretraining_documents'] == len(docs) - len(held) and 10 < len(held) < 40
   assert all(s not in corpus for _, _, sentences in held for s in sentences)
   files = {p.name: p.read_bytes() for p in tmp_path.glob('*.jsonl')}
-  assert sorted(files) == sorted(f'{t}_{s}.jsonl' for t in ('area', 'next', 'order')
+  assert sorted(files) == sorted(f'{t}_{s}.jsonl' for t in ('area', 'next', 'order', 'splice')
                                  for s in ('train', 'dev'))
   assert info['order_train'] > 0 and info['order_dev'] > 0
+  assert info['splice_train'] > 0 and info['splice_dev'] > 0
   # A workdir written before `order` existed: the task is built, nothing else is touched.
   for split in ('train', 'dev'):
     (tmp_path / f'order_{split}.jsonl').unlink()
