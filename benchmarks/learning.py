@@ -29,9 +29,9 @@ hash of their names) are held out of pre-training and make the tasks (benchmarks
          sentence of another document, the same length as written (0; next's question inside one
          sentence); 3000 train, 1200 dev sentences; opt-in: --tasks=area,next,splice
 Fine-tuning: configs/finetune.py (the original's recipe) with --finetune_lr, 6 epochs, batch 32,
-seq 64 (area, order, splice) / 128 (next), and the pre-training's dropout (--finetune_dropout; an encoder
-pre-trained without dropout loses up to 6 points fine-tuned with 0.1); the dev accuracy after the
-last step is reported.
+seq 64 (area, order, splice) / 128 (next), and the pre-training's dropout (--finetune_dropout;
+an encoder pre-trained without dropout loses up to 6 points fine-tuned with 0.1); the dev
+accuracy after the last step is reported.
 
 --budgets: fractions of the config's num_train_steps at which ELECTRA (and the MLM, at the same
 FLOPs) are fine-tuned; 1 = the whole run. Intermediate budgets are checkpoints of the same runs
@@ -69,7 +69,8 @@ _WORKDIR = flags.DEFINE_string('workdir', '/tmp/electra_learning', 'Where everyt
 _BUDGETS = flags.DEFINE_list('budgets', ['1'], 'Fractions of num_train_steps to fine-tune at.')
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Fine-tuning seeds per task (median reported).')
 _ARMS = flags.DEFINE_list('arms', ['electra', 'mlm', 'none'], 'Pre-training arms.')
-_TASKS = flags.DEFINE_list('tasks', ['area', 'next'], 'Downstream tasks (area, next, order, splice).')
+_TASKS = flags.DEFINE_list('tasks', ['area', 'next'],
+                           'Downstream tasks (area, next, order, splice).')
 _FINETUNE_LR = flags.DEFINE_float('finetune_lr', 3e-4, 'Fine-tuning learning rate.')
 _FINETUNE_EPOCHS = flags.DEFINE_float(
     'finetune_epochs', 6.0, 'Fine-tuning epochs (at 3 every arm was still improving).')

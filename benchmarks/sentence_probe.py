@@ -94,11 +94,12 @@ def score_texts(fn, tokenizer, texts, length):
   ids, mask, inner = encode(tokenizer, texts, length)
   surprise, disc = (np.concatenate(parts) for parts in zip(
       *[fn(ids[i:i + _BATCH], mask[i:i + _BATCH]) for i in range(0, len(ids), _BATCH)]))
+  num_tokens = inner.sum(1)
   pll = (surprise * inner).sum(1)
-  return {'pll': pll, 'pll_per_token': pll / inner.sum(1),
+  disc_sum = (np.asarray(jax.nn.sigmoid(disc)) * inner).sum(1)
+  return {'pll': pll, 'pll_per_token': pll / num_tokens,
           'disc_max': np.where(inner > 0, disc, -np.inf).max(1),
-          'disc_sum': (np.asarray(jax.nn.sigmoid(disc)) * inner).sum(1),
-          'disc_mean': (np.asarray(jax.nn.sigmoid(disc)) * inner).sum(1) / inner.sum(1)}
+          'disc_sum': disc_sum, 'disc_mean': disc_sum / num_tokens}
 
 
 def main(argv):

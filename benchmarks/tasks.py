@@ -26,8 +26,9 @@ import sys
 import doc_text
 
 HELD_OUT_PERCENT = 12  # of the documents, by hash: 0-7 task train, 8-11 task dev
-TASK_SIZES = {'train': {'area': 300, 'next': 3000, 'order': 3000, 'splice': 3000},  # area: per
-              'dev': {'area': 150, 'next': 1200, 'order': 1200, 'splice': 1200}}  # area
+# Examples per split (area: per area).
+TASK_SIZES = {'train': {'area': 300, 'next': 3000, 'order': 3000, 'splice': 3000},
+              'dev': {'area': 150, 'next': 1200, 'order': 1200, 'splice': 1200}}
 AREAS = ('perl', 'postgres', 'python/library', 'kernel/admin-guide', 'kernel/networking',
          'kernel/driver-api', 'kernel/userspace-api', 'kernel/filesystems')
 
