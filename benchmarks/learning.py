@@ -11,7 +11,8 @@ the full-size transformer as the masked LM), the MLM for as many steps as give i
 training FLOPs (XLA's count of each compiled train step, generator included). Then fine-tunes
 each, and the same model from random initialization (the floor), on tasks built from held-out
 documents of the same text (--tasks; area and next by default), for --seeds seeds, and prints the
-median dev accuracies. A run with other --tasks adds its scores to the results of the same runs.
+median dev accuracies. A run with other --tasks adds its scores to the results of the same runs;
+one with another --finetune_lr, --finetune_epochs or --finetune_dropout adds rows of its own.
 
 Text: documentation that Debian packages ship (benchmarks/doc_text.py: Python's, the Linux
 kernel's, Perl's and PostgreSQL's manuals; `apt-get install python3-doc linux-doc perl-doc
@@ -199,6 +200,8 @@ def main(argv):
   # Fine-tuning results are kept per fine-tuning setting (a rerun with others fine-tunes again).
   finetune_root = os.path.join(workdir, f'finetune_lr{_FINETUNE_LR.value:g}_epochs'
                                         f'{_FINETUNE_EPOCHS.value:g}_dropout{dropout:g}')
+  finetune_setting = {'lr': _FINETUNE_LR.value, 'epochs': _FINETUNE_EPOCHS.value,
+                      'dropout': dropout}
 
   text_dir = os.path.join(workdir, 'text')
   text = tasks.write_text(text_dir)
@@ -231,7 +234,7 @@ def main(argv):
                                os.path.join(finetune_root, f'none{suffix}_{task}'), dropout)
                 for task in _TASKS.value}
       rows.append({'arm': 'none', 'budget': 0.0, 'steps': 0, 'flops': 0.0, 'pretrain': {},
-                   'scores': scores})
+                   'finetune': finetune_setting, 'scores': scores})
       continue
     c = arm_config(config, arm)
     c.num_train_steps = steps[arm][-1]
@@ -254,7 +257,8 @@ def main(argv):
                                dropout)
                 for task in _TASKS.value}
       rows.append({'arm': arm, 'budget': budget, 'steps': step, 'flops': flops[arm] * step,
-                   'pretrain': eval_metrics(run_dir, step), 'scores': scores})
+                   'pretrain': eval_metrics(run_dir, step), 'finetune': finetune_setting,
+                   'scores': scores})
 
   print(f'\nmedian dev accuracy over {_SEEDS.value} seeds (each seed in brackets; fine-tuning '
         f'dropout {dropout:g}); '
@@ -271,14 +275,17 @@ def main(argv):
              for v in r['scores'].values()]
     print(f'| {r["arm"]} | {r["budget"]:g} | {r["steps"]} | {r["flops"]:.2e} | {auc} | {acc} | '
           + ' | '.join(cells) + ' |')
-  # Earlier results of the same workdir and variant (other --tasks or --arms) are kept.
+  # Earlier results of the same workdir and variant (other --tasks, --arms or fine-tuning
+  # settings) are kept: a row is one pre-trained encoder fine-tuned one way.
+  def key(r):
+    return r['arm'], r['steps'], json.dumps(r.get('finetune'), sort_keys=True)
   results_path = os.path.join(workdir, f'results{suffix}.json')
   if os.path.exists(results_path):
     with open(results_path) as f:
-      merged = {(r['arm'], r['steps']): r for r in json.load(f)['rows']}
+      merged = {key(r): r for r in json.load(f)['rows']}
     for r in rows:
-      earlier = merged.get((r['arm'], r['steps']), {'scores': {}})
-      merged[r['arm'], r['steps']] = {**r, 'scores': {**earlier['scores'], **r['scores']}}
+      earlier = merged.get(key(r), {'scores': {}})
+      merged[key(r)] = {**r, 'scores': {**earlier['scores'], **r['scores']}}
     rows = list(merged.values())
   with open(results_path + '.tmp', 'w') as f:
     json.dump({'config': config.to_dict(), 'text': text, 'flops_per_step': flops, 'rows': rows,

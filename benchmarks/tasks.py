@@ -17,6 +17,7 @@ document is (area, its prose sentences). Each builder takes one split's document
          one sentence): both classes have the same lengths and real sentences' words, so neither
          length nor which words alone decide it, only whether the words go together
 """
+import contextlib
 import hashlib
 import json
 import os
@@ -60,17 +61,19 @@ def write_text(directory: str) -> dict:
   os.makedirs(directory, exist_ok=True)
   held = {'train': [], 'dev': []}
   num_docs = num_sentences = 0
-  corpus = None if info else open(os.path.join(directory, 'corpus.txt.tmp'), 'w')
-  for area, doc_id, sentences in doc_text.documents(sources):
-    if not sentences:
-      continue
-    bucket = _bucket(doc_id)
-    if bucket < HELD_OUT_PERCENT:
-      held['train' if bucket < 8 else 'dev'].append((area, sentences))
-    elif corpus:
-      corpus.write('\n'.join(sentences) + '\n\n')
-      num_docs += 1
-      num_sentences += len(sentences)
+  # The corpus is written only with the text's first tasks (a later task reuses it as it is).
+  with (contextlib.nullcontext() if info else
+        open(os.path.join(directory, 'corpus.txt.tmp'), 'w')) as corpus:
+    for area, doc_id, sentences in doc_text.documents(sources):
+      if not sentences:
+        continue
+      bucket = _bucket(doc_id)
+      if bucket < HELD_OUT_PERCENT:
+        held['train' if bucket < 8 else 'dev'].append((area, sentences))
+      elif corpus:
+        corpus.write('\n'.join(sentences) + '\n\n')
+        num_docs += 1
+        num_sentences += len(sentences)
   # area and next draw from one generator, order and splice from their own (added later, they
   # leave the others' examples as they were).
   rng, order_rng, splice_rng = random.Random(0), random.Random(1), random.Random(2)
@@ -90,7 +93,6 @@ def write_text(directory: str) -> dict:
       os.replace(task_path(task, split) + '.tmp', task_path(task, split))
     info[f'{task}_{split}'] = len(rows)
   if corpus:
-    corpus.close()
     os.replace(os.path.join(directory, 'corpus.txt.tmp'), os.path.join(directory, 'corpus.txt'))
     info.update({'sources': {s: len(files) for s, files in sources.items()}, 'missing': missing,
                  'packages': doc_text.package_versions(sources),
