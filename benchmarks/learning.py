@@ -214,13 +214,13 @@ def main(argv):
   vocab = build_data.load_meta(config.data.data_dir).vocab_path
 
   # Steps per arm: ELECTRA runs the config's steps; the MLM as many as give the same FLOPs.
+  # ELECTRA's count is taken also when only the MLM runs (--arms=mlm), so its steps still match.
   arms = [a for a in _ARMS.value if a != 'none']
-  flops = {arm: step_flops(arm_config(config, arm)) for arm in arms}
+  flops = {arm: step_flops(arm_config(config, arm)) for arm in {'electra', *arms}}
   steps = {}
   for arm in arms:
     units = round(1 / unit)
-    per_unit = round(config.num_train_steps * unit * flops['electra'] / flops[arm]) \
-        if 'electra' in flops else round(config.num_train_steps * unit)
+    per_unit = round(config.num_train_steps * unit * flops['electra'] / flops[arm])
     steps[arm] = [per_unit * round(b / unit) for b in budgets]
     steps[arm][-1] = per_unit * units
   for arm in arms:
