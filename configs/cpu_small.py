@@ -35,7 +35,8 @@ with --variant=sN --arms=electra,mlm --config.seed=N):
 ELECTRA leads the masked LM by 5.2-8.1 points on `next` and by 0.5-1.9 on `area`, where no arm is
 far from no pre-training (a naive Bayes over the words gets 44.4: `area` is mostly lexical at
 this scale). Twice the budget (--variant=x2 --arms=electra,mlm --config.num_train_steps=6512):
-ELECTRA 50.6 / 63.2, masked LM 51.1 / 52.2; 4 times (x4, 13024): 53.6 / 66.6 and 54.1 / 52.8.
+ELECTRA 50.6 / 63.2, masked LM 51.1 / 52.2; 4 times (x4, 13024): 53.6 / 66.6 and 54.1 / 52.8;
+8 times (x8, 26048): 55.5 / 66.7 and, at 91% of those FLOPs, 54.8 / 53.0.
 On `splice` (--tasks=splice: is a sentence as written, or two sentences' halves joined; words alone
 are at chance) ELECTRA 54.75, masked LM 50.7, none 49.5 (medians of the 3 pre-training seeds).
 Fine-tuning at lr 1e-4 or 1e-3 instead of 3e-4 (--finetune_lr) leaves the masked LM within 1.4
