@@ -115,12 +115,14 @@ def main(argv):
   del argv
   text_dir = os.path.join(_WORKDIR.value, 'text')
   runs = [run.split(':') for run in _RUNS.value]
-  encoders = []
+  encoders = []  # (name, compiled layer-outputs function, params); one compile per encoder
+  first_config = first_model = None
   for name, step in runs:
     config, model, params = load(os.path.join(_WORKDIR.value, name), int(step))
-    encoders.append((f'{name}:{step}', config, model, params))
-  first_config, first_model, _ = encoders[0][1:]
-  encoders.append(('none', first_config, first_model,
+    encoders.append((f'{name}:{step}', layer_outputs_fn(model), params))
+    if first_model is None:
+      first_config, first_model = config, model
+  encoders.append(('none', layer_outputs_fn(first_model),
                    model_lib.init_params(first_model, jax.random.key(first_config.seed))))
   tokenizer = tokenization.load_tokenizer(
       build_data.load_meta(first_config.data.data_dir).vocab_path)
@@ -135,8 +137,7 @@ def main(argv):
         '(0), then each layer', flush=True)
   for task in _TASKS.value:
     print(f'\n{task}: {len(data[task]["train"][1])} train, {len(data[task]["dev"][1])} dev')
-    for name, config, model, params in encoders:
-      fn = layer_outputs_fn(model)
+    for name, fn, params in encoders:
       train_f, dev_f = (pooled_features(fn, params, data[task][split][0])
                         for split in ('train', 'dev'))
       for pooling in ('cls', 'mean'):

@@ -173,7 +173,10 @@ def finetune(init_dir: str, model_config, vocab: str, task: str, text_dir: str, 
                   'intermediate_size', 'max_position_embeddings', 'initializer'):
         c.model[key] = model_config[key]
       c.data.vocab = vocab
-    loop.run(c, workdir)
+    stopped = loop.run(c, workdir).get('stopped')
+    if stopped:  # SIGTERM / SIGINT: the loop saved where it was; the same command resumes it
+      raise SystemExit(f'learning.py: fine-tuning on {task} was stopped ({stopped}) before it '
+                       f'finished; run the same command again to resume it from {workdir}')
   with open(results_path) as f:
     results = json.load(f)
   return [s['best']['dev']['accuracy'] for s in results['seeds']]

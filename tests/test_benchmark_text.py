@@ -1,5 +1,5 @@
-"""Tests of the learning benchmark's text (benchmarks/doc_text.py: each manual counted once) and
-tasks (benchmarks/tasks.py)."""
+"""Tests of the learning benchmark's text (benchmarks/doc_text.py: each manual counted once),
+tasks (benchmarks/tasks.py) and its fine-tuning runs (benchmarks/learning.py)."""
 import collections
 import os
 import random
@@ -149,3 +149,26 @@ def test_write_text_refuses_a_workdir_of_other_documentation(monkeypatch, tmp_pa
   with pytest.raises(SystemExit, match='written from other documentation'):
     tasks.write_text(str(tmp_path))
   assert not (tmp_path / 'order_dev.jsonl').exists()
+
+
+def test_learning_says_a_stopped_fine_tuning_can_be_resumed(tmp_path):
+  # The fine-tuning loop returns {'stopped': reason} on SIGTERM (its checkpoint saved, no
+  # results.json); learning.py must say so in one line instead of failing to open results.json.
+  # A subprocess: learning.py defines absl flags at import, which other test modules define too.
+  import subprocess  # pylint: disable=g-import-not-at-top
+  code = f"""
+import sys
+sys.path.insert(0, {os.path.dirname(os.path.abspath(tasks.__file__))!r})
+from absl import flags
+import learning
+from electra_jax.finetune import loop
+loop.run = lambda config, workdir: {{'task': 'next', 'seeds': [], 'stopped': 'SIGTERM'}}
+flags.FLAGS(['learning'])
+learning.finetune('/nowhere', None, '', 'next', {str(tmp_path)!r}, {str(tmp_path / 'ft')!r}, 0.0)
+"""
+  done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300,
+                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert done.returncode == 1, done.stderr[-2000:]
+  last = done.stderr.strip().splitlines()[-1]
+  assert last == ('learning.py: fine-tuning on next was stopped (SIGTERM) before it finished; '
+                  f'run the same command again to resume it from {tmp_path / "ft"}')
