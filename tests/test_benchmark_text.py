@@ -3,6 +3,7 @@ tasks (benchmarks/tasks.py) and its fine-tuning runs (benchmarks/learning.py).""
 import collections
 import os
 import random
+import subprocess
 import sys
 
 import pytest
@@ -155,7 +156,6 @@ def test_learning_says_a_stopped_fine_tuning_can_be_resumed(tmp_path):
   # The fine-tuning loop returns {'stopped': reason} on SIGTERM (its checkpoint saved, no
   # results.json); learning.py must say so in one line instead of failing to open results.json.
   # A subprocess: learning.py defines absl flags at import, which other test modules define too.
-  import subprocess  # pylint: disable=g-import-not-at-top
   code = f"""
 import sys
 sys.path.insert(0, {os.path.dirname(os.path.abspath(tasks.__file__))!r})
