@@ -75,6 +75,10 @@ _TASKS = flags.DEFINE_list('tasks', ['area', 'next'],
 _FINETUNE_LR = flags.DEFINE_float('finetune_lr', 3e-4, 'Fine-tuning learning rate.')
 _FINETUNE_EPOCHS = flags.DEFINE_float(
     'finetune_epochs', 6.0, 'Fine-tuning epochs (at 3 every arm was still improving).')
+_FINETUNE_HEAD_INIT = flags.DEFINE_enum(
+    'finetune_head_init', 'random', ['random', 'probe'],
+    "The task head's start (configs/finetune.py head_init): 'probe' fits it on the frozen "
+    "encoder's [CLS] vectors first (linear probing, then fine-tuning).")
 _VARIANT = flags.DEFINE_string(
     'variant', '', 'A name for this run\'s --config overrides: its arms go to WORKDIR/ARM_VARIANT '
     'and its results to results_VARIANT.json, beside the text and data of the same workdir.')
@@ -160,6 +164,7 @@ def finetune(init_dir: str, model_config, vocab: str, task: str, text_dir: str, 
     c.max_seq_length = TASK_SEQ_LENGTH[task]
     c.optim.learning_rate = _FINETUNE_LR.value
     c.num_train_epochs = _FINETUNE_EPOCHS.value
+    c.head_init = _FINETUNE_HEAD_INIT.value
     c.num_trials = _SEEDS.value
     c.eval_every_steps = 10**9  # evaluate once, after the last step
     c.predict_test = False
@@ -201,10 +206,12 @@ def main(argv):
              else config.model.dropout_rate)
   suffix = f'_{_VARIANT.value}' if _VARIANT.value else ''
   # Fine-tuning results are kept per fine-tuning setting (a rerun with others fine-tunes again).
+  probed = _FINETUNE_HEAD_INIT.value == 'probe'
   finetune_root = os.path.join(workdir, f'finetune_lr{_FINETUNE_LR.value:g}_epochs'
-                                        f'{_FINETUNE_EPOCHS.value:g}_dropout{dropout:g}')
+                                        f'{_FINETUNE_EPOCHS.value:g}_dropout{dropout:g}'
+                                        + ('_probehead' if probed else ''))
   finetune_setting = {'lr': _FINETUNE_LR.value, 'epochs': _FINETUNE_EPOCHS.value,
-                      'dropout': dropout}
+                      'dropout': dropout, **({'head_init': 'probe'} if probed else {})}
 
   text_dir = os.path.join(workdir, 'text')
   text = tasks.write_text(text_dir)

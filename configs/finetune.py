@@ -70,6 +70,10 @@ def get_config():
   # 'sum': per-example losses summed over the batch (tagging: over labeled tokens), so the clip at
   # global norm 1.0 fires on nearly every step, as in the original; 'mean': averaged.
   c.loss_reduction = 'sum'
+  # The task head's start: 'random' (the original), or 'probe': fit on the frozen encoder's [CLS]
+  # vectors first (a logistic regression; linear probing, then fine-tuning), for classification
+  # and regression tasks (electra_jax/finetune/probe.py).
+  c.head_init = 'random'
   c.num_trials = 1  # seeds seed, seed + 1, ...; results.json reports each and the median
   c.eval_every_steps = 0  # 0 = once per epoch (and at the end); the best dev score is kept
   c.log_every_steps = 50

@@ -496,3 +496,21 @@ def test_heads_are_glorot_uniform_as_tf_layers_dense():
       kernel = np.asarray(params[name]['kernel'])
       limit = math.sqrt(6.0 / sum(kernel.shape))
       assert limit * 0.5 < np.abs(kernel).max() <= limit, name
+
+
+def test_probe_head_init_fine_tunes_from_the_head_fit_on_frozen_features(pretrained_workdir,
+                                                                         tmp_path, capsys):
+  """head_init='probe': before step 1 the head is fit on the encoder's [CLS] vectors of the train
+  set; one step at the warmup's lr 0 keeps it, so the run's dev accuracy is the probe's."""
+  def run(head_init):
+    config = finetune_config(task='sst', init_checkpoint=pretrained_workdir, num_train_steps=1,
+                             head_init=head_init, predict_test=False)
+    return loop.run(config, str(tmp_path / head_init))['median']['dev']['accuracy']
+  probed = run('probe')
+  line = [l for l in capsys.readouterr().out.splitlines() if 'frozen [CLS] features' in l]
+  assert len(line) == 1 and f'dev accuracy {probed:.2f}' in line[0], line
+  assert probed > 65 > run('random'), probed  # the dev set's majority class: 56%
+  with pytest.raises(UserError, match="head_init='probe' fits a classification or regression "
+                                      'head; chunk has a tagging head'):
+    loop.run(finetune_config(task='chunk', data_dir=os.path.join(FIXTURES, 'chunk'),
+                             head_init='probe'), str(tmp_path / 'chunk'))

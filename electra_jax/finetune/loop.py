@@ -39,6 +39,7 @@ from electra_jax import train_state
 from electra_jax import workdir_lock
 from electra_jax.errors import UserError
 from electra_jax.finetune import model as ft_model
+from electra_jax.finetune import probe
 
 
 # ---- Set-up: pre-trained weights, vocabulary, task.
@@ -254,6 +255,20 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
   restored = checkpoint.restore_latest(manager, abstract_state, run_info)
   if restored is not None:
     state = restored
+  elif config.head_init == 'probe':  # the head fit on the frozen encoder's features first
+    p_features = jax.jit(in_mesh(functools.partial(probe.cls_features, model=model)),
+                         in_shardings=(repl, batch_shard), out_shardings=repl)
+    features = predict(p_features, state.params, task.train, eval_batch_size, mesh)['cls']
+    head, l2 = probe.fit_head(features, task.train['label'], task.num_outputs,
+                              regression=task.head == 'regression')
+    state = state.replace(params=dict(state.params, classifier=jax.device_put(head, repl)))
+    probed = {split: task.evaluate(split, predict(p_predict, state.params, arrays,
+                                                  eval_batch_size, mesh))
+              for split, arrays in task.eval_sets.items()}
+    print(f'{task.name} seed {seed}: head fit on the frozen [CLS] features (l2 {l2:g})'
+          + ''.join(f', {split} ' + ', '.join(f'{k} {v:.2f}' for k, v in r.items()
+                                               if isinstance(v, (int, float)))
+                    for split, r in probed.items()), flush=True)
   start_step = int(state.step)
   accepted()  # the checkpoint (if any) took this config: now it may be written down
 
@@ -380,7 +395,8 @@ def check_config(config, num_batch_devices: int):
     if config[key] < 0:
       raise UserError(f'{key} must not be negative, got {config[key]}')
   for key, choices in (('nan_policy', ('stop', 'skip_step')), ('loss_reduction', ('sum', 'mean')),
-                       ('layerwise_decay_rule', ('original', 'correct'))):
+                       ('layerwise_decay_rule', ('original', 'correct')),
+                       ('head_init', ('random', 'probe'))):
     if config[key] not in choices:
       raise UserError(f'{key} must be one of {", ".join(map(repr, choices))}, got {config[key]!r}')
   for name in ('batch_size', 'eval_batch_size'):
@@ -419,6 +435,9 @@ def _run(config, workdir: str, mesh) -> dict:
                           settable=False)
   errors.check_seq_length(config.max_seq_length, model_config, settable=False)
   task = make_task(config, tokenizer)
+  if config.head_init == 'probe' and task.head not in ('classification', 'regression'):
+    raise UserError(f"head_init='probe' fits a classification or regression head; {task.name} "
+                    f'has a {task.head} head (use head_init=random)')
   # What each seed's checkpoints are tied to (checkpoint.check_run_info).
   run_info = {'task': task.name, 'vocab_sha256': paths.file_sha256(vocab_path),
               'max_seq_length': config.max_seq_length,
