@@ -83,8 +83,9 @@ def fit_head(features, labels, num_outputs: int, regression: bool = False, l2=No
   x = jnp.asarray(features - mean, jnp.float32)
   y = jnp.asarray(labels, jnp.float32 if regression else jnp.int32)
   n = len(features)
-  fold = np.random.default_rng(0).permutation(n) % FOLDS
-  held_out = jnp.asarray(np.stack([fold == f for f in range(FOLDS)]), jnp.float32)
+  folds = min(FOLDS, n)  # a task with fewer examples than folds: leave-one-out
+  fold = np.random.default_rng(0).permutation(n) % folds
+  held_out = jnp.asarray(np.stack([fold == f for f in range(folds)]), jnp.float32)
   fit = jax.jit(_fit, static_argnums=(4, 5))
   if l2 is None:
     errors = []
