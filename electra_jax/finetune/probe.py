@@ -14,6 +14,8 @@ can wreck what a linear classifier could already read from it. In benchmarks/lea
 LM's encoder loses that way what its frozen [CLS] holds; ELECTRA's does not (benchmarks/README.md,
 Diagnosis). The original always starts from a random head, which stays the default.
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -86,15 +88,15 @@ def fit_head(features, labels, num_outputs: int, regression: bool = False, l2=No
   folds = min(FOLDS, n)  # a task with fewer examples than folds: leave-one-out
   fold = np.random.default_rng(0).permutation(n) % folds
   held_out = jnp.asarray(np.stack([fold == f for f in range(folds)]), jnp.float32)
-  fit = jax.jit(_fit, static_argnums=(4, 5))
+  fit = jax.jit(lambda weights, l2: _fit(x, y, weights, l2, num_outputs, regression))
   if l2 is None:
-    errors = []
-    for value in L2_GRID:
-      fits = jax.vmap(lambda h, v=value: fit(x, y, 1.0 - h, v, num_outputs, regression))(held_out)
-      errors.append(float(jnp.mean(jax.vmap(
-          lambda p0, p1, h: _held_out_error((p0, p1), x, y, h, regression))(*fits, held_out))))
+    fit_folds = jax.vmap(fit, in_axes=(0, None))  # one fit per fold, its examples held out
+    error = jax.vmap(functools.partial(_held_out_error, regression=regression),
+                     in_axes=(0, None, None, 0))
+    errors = [float(jnp.mean(error(fit_folds(1.0 - held_out, value), x, y, held_out)))
+              for value in L2_GRID]
     l2 = L2_GRID[int(np.argmin(errors))]  # the first of equal errors: the strongest penalty
-  kernel, bias = fit(x, y, jnp.ones((n,), jnp.float32), l2, num_outputs, regression)
+  kernel, bias = fit(jnp.ones((n,), jnp.float32), l2)
   kernel = np.asarray(kernel, np.float64)
   bias = np.asarray(bias, np.float64) - mean @ kernel
   return {'kernel': kernel.astype(np.float32), 'bias': bias.astype(np.float32)}, l2
