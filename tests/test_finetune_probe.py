@@ -1,5 +1,6 @@
 """head_init='probe' (electra_jax/finetune/probe.py): the head fit on frozen features is the
 regularized logistic regression (or ridge regression) it says it is, on raw, uncentered features."""
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from sklearn import linear_model
@@ -57,3 +58,14 @@ def test_cross_validation_chooses_from_the_grid_by_held_out_accuracy():
   x_new, _ = _features(n=400, seed=1)
   y_new = (x_new[:, 0] > np.median(x[:, 0])).astype(int)
   assert np.mean((x_new @ head['kernel'] + head['bias']).argmax(1) == y_new) > 0.85
+
+
+def test_fewer_examples_than_folds_is_leave_one_out():
+  """3 examples, 5 folds: each example is held out once (no empty fold, whose error would be 0/0),
+  so every l2's error is a count of 3 held-out mistakes over 3."""
+  x, _ = _features(n=3)
+  x = jnp.asarray(x - x.mean(0), jnp.float32)
+  errors = probe.cross_validation_errors(x, jnp.asarray([0, 1, 1]), 2)
+  assert list(errors) == list(probe.L2_GRID)
+  for error in errors.values():
+    assert np.isfinite(error) and min(abs(error * 3 - k) for k in range(4)) < 1e-5

@@ -76,6 +76,22 @@ def _held_out_error(params, x, y, held_out, regression: bool):
   return jnp.sum(held_out * wrong) / jnp.sum(held_out)
 
 
+def cross_validation_errors(x, y, num_outputs: int, regression: bool = False) -> dict:
+  """{l2: held-out error} for each l2 of L2_GRID: the mean over FOLDS folds (fewer examples than
+  folds: leave-one-out) of the error rate (squared error for regression) on the fold's examples,
+  of the head fit on the others. x: [N, H] float32 (centered), y: [N]."""
+  n = len(x)
+  folds = min(FOLDS, n)
+  fold = np.random.default_rng(0).permutation(n) % folds
+  held_out = jnp.asarray(np.stack([fold == f for f in range(folds)]), jnp.float32)
+  fit = jax.jit(lambda weights, l2: _fit(x, y, weights, l2, num_outputs, regression))
+  fit_folds = jax.vmap(fit, in_axes=(0, None))  # one fit per fold, its examples held out
+  error = jax.vmap(functools.partial(_held_out_error, regression=regression),
+                   in_axes=(0, None, None, 0))
+  return {l2: float(jnp.mean(error(fit_folds(1.0 - held_out, l2), x, y, held_out)))
+          for l2 in L2_GRID}
+
+
 def fit_head(features, labels, num_outputs: int, regression: bool = False, l2=None):
   """({'kernel': [H, num_outputs], 'bias': [num_outputs]}, l2): the head fit on features [N, H],
   with `l2`, or (None) the one cross-validation chose. Fit on centered features (better conditioned
@@ -84,19 +100,11 @@ def fit_head(features, labels, num_outputs: int, regression: bool = False, l2=No
   mean = features.mean(0)
   x = jnp.asarray(features - mean, jnp.float32)
   y = jnp.asarray(labels, jnp.float32 if regression else jnp.int32)
-  n = len(features)
-  folds = min(FOLDS, n)  # a task with fewer examples than folds: leave-one-out
-  fold = np.random.default_rng(0).permutation(n) % folds
-  held_out = jnp.asarray(np.stack([fold == f for f in range(folds)]), jnp.float32)
-  fit = jax.jit(lambda weights, l2: _fit(x, y, weights, l2, num_outputs, regression))
   if l2 is None:
-    fit_folds = jax.vmap(fit, in_axes=(0, None))  # one fit per fold, its examples held out
-    error = jax.vmap(functools.partial(_held_out_error, regression=regression),
-                     in_axes=(0, None, None, 0))
-    errors = [float(jnp.mean(error(fit_folds(1.0 - held_out, value), x, y, held_out)))
-              for value in L2_GRID]
-    l2 = L2_GRID[int(np.argmin(errors))]  # the first of equal errors: the strongest penalty
-  kernel, bias = fit(jnp.ones((n,), jnp.float32), l2)
+    errors = cross_validation_errors(x, y, num_outputs, regression)
+    l2 = min(L2_GRID, key=errors.get)  # the first of equal errors: the strongest penalty
+  fit = jax.jit(_fit, static_argnums=(4, 5))
+  kernel, bias = fit(x, y, jnp.ones((len(x),), jnp.float32), l2, num_outputs, regression)
   kernel = np.asarray(kernel, np.float64)
   bias = np.asarray(bias, np.float64) - mean @ kernel
   return {'kernel': kernel.astype(np.float32), 'bias': bias.astype(np.float32)}, l2
