@@ -32,7 +32,9 @@ hash of their names) are held out of pre-training and make the tasks (benchmarks
 Fine-tuning: configs/finetune.py (the original's recipe) with --finetune_lr, 6 epochs, batch 32,
 seq 64 (area, order, splice) / 128 (next), and the pre-training's dropout (--finetune_dropout;
 an encoder pre-trained without dropout loses up to 6 points fine-tuned with 0.1); the dev
-accuracy after the last step is reported.
+accuracy after the last step is reported. --probe_only scores each encoder frozen instead: the
+dev accuracy of a logistic regression fit on its top layer's [CLS] vectors of the train set
+(results under WORKDIR/probe_only/).
 
 --budgets: fractions of the config's num_train_steps at which ELECTRA (and the MLM, at the same
 FLOPs) are fine-tuned; 1 = the whole run. Intermediate budgets are checkpoints of the same runs
@@ -79,6 +81,10 @@ _FINETUNE_HEAD_INIT = flags.DEFINE_enum(
     'finetune_head_init', 'random', ['random', 'probe'],
     "The task head's start (configs/finetune.py head_init): 'probe' fits it on the frozen "
     "encoder's [CLS] vectors first (linear probing, then fine-tuning).")
+_PROBE_ONLY = flags.DEFINE_bool(
+    'probe_only', False, "No fine-tuning: each encoder's score is the head fit on its frozen "
+    "[CLS] vectors (configs/finetune.py probe_only, a linear probe); one seed per pre-trained "
+    'encoder (the fit does not depend on it), --seeds random encoders for none.')
 _VARIANT = flags.DEFINE_string(
     'variant', '', 'A name for this run\'s --config overrides: its arms go to WORKDIR/ARM_VARIANT '
     'and its results to results_VARIANT.json, beside the text and data of the same workdir.')
@@ -165,7 +171,8 @@ def finetune(init_dir: str, model_config, vocab: str, task: str, text_dir: str, 
     c.optim.learning_rate = _FINETUNE_LR.value
     c.num_train_epochs = _FINETUNE_EPOCHS.value
     c.head_init = _FINETUNE_HEAD_INIT.value
-    c.num_trials = _SEEDS.value
+    c.probe_only = _PROBE_ONLY.value
+    c.num_trials = 1 if _PROBE_ONLY.value and init_dir else _SEEDS.value
     c.eval_every_steps = 10**9  # evaluate once, after the last step
     c.predict_test = False
     c.log_every_steps = 10**9
@@ -212,6 +219,9 @@ def main(argv):
                                         + ('_probehead' if probed else ''))
   finetune_setting = {'lr': _FINETUNE_LR.value, 'epochs': _FINETUNE_EPOCHS.value,
                       'dropout': dropout, **({'head_init': 'probe'} if probed else {})}
+  if _PROBE_ONLY.value:  # no fine-tuning: lr, epochs, dropout and head_init play no part
+    finetune_root = os.path.join(workdir, 'probe_only')
+    finetune_setting = {'probe_only': True}
 
   text_dir = os.path.join(workdir, 'text')
   text = tasks.write_text(text_dir)
@@ -270,9 +280,11 @@ def main(argv):
                    'pretrain': eval_metrics(run_dir, step), 'finetune': finetune_setting,
                    'scores': scores})
 
-  print(f'\nmedian dev accuracy over {_SEEDS.value} seeds (each seed in brackets; fine-tuning '
-        f'dropout {dropout:g}); '
-        f'{time.time() - started:.0f} s in all')
+  how = ('the frozen probe (each seed in brackets: one per pre-trained encoder, '
+         f'{_SEEDS.value} random encoders for none)' if _PROBE_ONLY.value else
+         f'median over {_SEEDS.value} seeds (each seed in brackets; fine-tuning dropout '
+         f'{dropout:g})')
+  print(f'\ndev accuracy of {how}; {time.time() - started:.0f} s in all')
   header = '| arm | budget | steps | pre-training FLOPs | held-out disc AUC | MLM acc | ' + \
       ' | '.join(_TASKS.value) + ' |'
   print(header)

@@ -74,6 +74,10 @@ def get_config():
   # vectors first (a logistic regression; linear probing, then fine-tuning), for classification
   # and regression tasks (electra_jax/finetune/probe.py).
   c.head_init = 'random'
+  # True: no fine-tuning at all; the head fit on the frozen encoder's [CLS] vectors (as
+  # head_init='probe' fits it) is the result, its dev score in results.json: a linear probe of what
+  # the encoder holds. Classification and regression tasks.
+  c.probe_only = False
   c.num_trials = 1  # seeds seed, seed + 1, ...; results.json reports each and the median
   c.eval_every_steps = 0  # 0 = once per epoch (and at the end); the best dev score is kept
   c.log_every_steps = 50

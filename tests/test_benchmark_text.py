@@ -156,22 +156,24 @@ def test_learning_says_a_stopped_fine_tuning_can_be_resumed(tmp_path):
   # The fine-tuning loop returns {'stopped': reason} on SIGTERM (its checkpoint saved, no
   # results.json); learning.py must say so in one line instead of failing to open results.json.
   # A subprocess: learning.py defines absl flags at import, which other test modules define too.
-  # It also checks that --finetune_head_init reaches the fine-tuning config.
+  # It also checks that --finetune_head_init and --probe_only reach the fine-tuning config, and
+  # that a pre-trained encoder is probed once (the fit does not depend on the seed).
   code = f"""
 import sys
 sys.path.insert(0, {os.path.dirname(os.path.abspath(tasks.__file__))!r})
 from absl import flags
 import learning
 from electra_jax.finetune import loop
-loop.run = lambda config, workdir: print('head_init', config.head_init) or {{
+loop.run = lambda config, workdir: print('head_init', config.head_init, config.probe_only,
+                                         config.num_trials) or {{
     'task': 'next', 'seeds': [], 'stopped': 'SIGTERM'}}
-flags.FLAGS(['learning', '--finetune_head_init=probe'])
+flags.FLAGS(['learning', '--finetune_head_init=probe', '--probe_only'])
 learning.finetune('/nowhere', None, '', 'next', {str(tmp_path)!r}, {str(tmp_path / 'ft')!r}, 0.0)
 """
   done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300,
                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   assert done.returncode == 1, done.stderr[-2000:]
-  assert 'head_init probe' in done.stdout  # --finetune_head_init reaches the fine-tuning config
+  assert 'head_init probe True 1' in done.stdout, done.stdout
   last = done.stderr.strip().splitlines()[-1]
   assert last == ('learning.py: fine-tuning on next was stopped (SIGTERM) before it finished; '
                   f'run the same command again to resume it from {tmp_path / "ft"}')

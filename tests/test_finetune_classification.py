@@ -502,14 +502,23 @@ def test_probe_head_init_fine_tunes_from_the_head_fit_on_frozen_features(pretrai
                                                                          tmp_path, capsys):
   """head_init='probe': before step 1 the head is fit on the encoder's [CLS] vectors of the train
   set; one step at the warmup's lr 0 keeps it, so the run's dev accuracy is the probe's."""
-  def run(head_init):
+  def run(head_init, **overrides):
     config = finetune_config(task='sst', init_checkpoint=pretrained_workdir, num_train_steps=1,
-                             head_init=head_init, predict_test=False)
-    return loop.run(config, str(tmp_path / head_init))['median']['dev']['accuracy']
-  probed = run('probe')
+                             head_init=head_init, predict_test=False, **overrides)
+    return loop.run(config, str(tmp_path / head_init))
+  probed = run('probe')['median']['dev']['accuracy']
   line = [l for l in capsys.readouterr().out.splitlines() if 'frozen [CLS] features' in l]
   assert len(line) == 1 and f'dev accuracy {probed:.2f}' in line[0], line
-  assert probed > 65 > run('random'), probed  # the dev set's majority class: 56%
+  assert probed > 65 > run('random')['median']['dev']['accuracy'], probed  # majority class: 56%
+  # probe_only: that probe is the result, with no step taken, also where a fine-tuned checkpoint
+  # (the 1-step run's) lies in the workdir.
+  only = run('probe', probe_only=True)
+  assert only['median']['dev']['accuracy'] == probed
+  assert (only['seeds'][0]['num_train_steps'], only['seeds'][0]['best_step']) == (0, 0)
+  with pytest.raises(UserError, match='^probe_only fits a classification or regression head; '
+                                      'chunk has a tagging head$'):
+    loop.run(finetune_config(task='chunk', data_dir=os.path.join(FIXTURES, 'chunk'),
+                             probe_only=True), str(tmp_path / 'chunk_probe_only'))
   with pytest.raises(UserError, match="head_init='probe' fits a classification or regression "
                                       'head; chunk has a tagging head'):
     loop.run(finetune_config(task='chunk', data_dir=os.path.join(FIXTURES, 'chunk'),

@@ -252,10 +252,12 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
   manager = checkpoint.checkpoint_manager(workdir, config, best_fn=dev_rank)
   abstract_state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl),
                                 state)
-  restored = checkpoint.restore_latest(manager, abstract_state, run_info)
+  # probe_only saves nothing, and a fine-tuned checkpoint of the same workdir is not its result.
+  restored = (None if config.probe_only
+              else checkpoint.restore_latest(manager, abstract_state, run_info))
   if restored is not None:
     state = restored
-  elif config.head_init == 'probe':  # the head fit on the frozen encoder's features first
+  elif config.head_init == 'probe' or config.probe_only:  # the head fit on frozen features first
     p_features = jax.jit(in_mesh(functools.partial(probe.cls_features, model=model)),
                          in_shardings=(repl, batch_shard), out_shardings=repl)
     features = predict(p_features, state.params, task.train, eval_batch_size, mesh)['cls']
@@ -269,14 +271,17 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
           + ''.join(f', {split} ' + ', '.join(f'{k} {v:.2f}' for k, v in r.items()
                                                if isinstance(v, (int, float)))
                     for split, r in probed.items()), flush=True)
+    if config.probe_only:  # that probe is the result (below): no fine-tuning step
+      num_train_steps = 0
   start_step = int(state.step)
   accepted()  # the checkpoint (if any) took this config: now it may be written down
 
   log = metrics_log.MetricsLog(workdir, start_step)
-  log.write('info', start_step, {'num_train_steps': float(num_train_steps)},
-            f'{task.name} seed {seed}: {num_examples} train examples, {num_train_steps} steps '
-            f'({epochs:.3g} epochs of batch {batch_size}), eval every {eval_every} steps'
-            + (f', resuming at step {start_step}' if start_step else ''))
+  if not config.probe_only:
+    log.write('info', start_step, {'num_train_steps': float(num_train_steps)},
+              f'{task.name} seed {seed}: {num_examples} train examples, {num_train_steps} steps '
+              f'({epochs:.3g} epochs of batch {batch_size}), eval every {eval_every} steps'
+              + (f', resuming at step {start_step}' if start_step else ''))
   last_time = time.perf_counter()
   stop = preemption.StopRequest()  # SIGTERM / SIGINT from here on: finish the step, save, return
   stopped_at, best = None, None
@@ -320,7 +325,7 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
       if stopping:
         stopped_at = done
         break
-    if stopped_at is None:
+    if stopped_at is None and not config.probe_only:
       checkpoint.wait(manager)  # the best checkpoint may be the save still being written
       best_step = manager.best_step()  # None: no save had a dev score
       if best_step is not None:
@@ -339,8 +344,8 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
           f'{num_train_steps}: checkpoint {stopped_at} is saved in {manager.directory}; run the '
           'same command to resume', flush=True)
     return {'seed': seed, 'stopped': stop.reason}
-  if best is None:  # no dev score: the final weights
-    best = {'step': num_train_steps, 'metrics': {}}
+  if best is None:  # no dev score: the final weights (probe_only: the probe's score)
+    best = {'step': num_train_steps, 'metrics': probed if config.probe_only else {}}
 
   # Test (and, for tagging/QA, dev) predictions of the best weights (`state`). Every process
   # predicts (the jitted call spans all devices); process 0 writes.
@@ -435,9 +440,11 @@ def _run(config, workdir: str, mesh) -> dict:
                           settable=False)
   errors.check_seq_length(config.max_seq_length, model_config, settable=False)
   task = make_task(config, tokenizer)
-  if config.head_init == 'probe' and task.head not in ('classification', 'regression'):
-    raise UserError(f"head_init='probe' fits a classification or regression head; {task.name} "
-                    f'has a {task.head} head (use head_init=random)')
+  if ((config.head_init == 'probe' or config.probe_only)
+      and task.head not in ('classification', 'regression')):
+    option = 'probe_only' if config.probe_only else "head_init='probe'"
+    raise UserError(f'{option} fits a classification or regression head; {task.name} has a '
+                    f'{task.head} head' + ('' if config.probe_only else ' (use head_init=random)'))
   # What each seed's checkpoints are tied to (checkpoint.check_run_info).
   run_info = {'task': task.name, 'vocab_sha256': paths.file_sha256(vocab_path),
               'max_seq_length': config.max_seq_length,

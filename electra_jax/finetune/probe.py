@@ -1,4 +1,5 @@
-"""A task head fit on frozen features before fine-tuning (`--config.head_init=probe`).
+"""A task head fit on frozen features before fine-tuning (`--config.head_init=probe`), or instead
+of it (`--config.probe_only=true`: that head's score is the result, a linear probe).
 
 Linear probing, then fine-tuning (LP-FT; Kumar et al. 2022, "Fine-Tuning can Distort Pretrained
 Features and Underperform Out-of-Distribution"): the pre-trained encoder reads every training
