@@ -257,7 +257,7 @@ def finetune_one_seed(config, task, model_config, body, seed: int, workdir: str,
               else checkpoint.restore_latest(manager, abstract_state, run_info))
   if restored is not None:
     state = restored
-  elif config.head_init == 'probe' or config.probe_only:  # the head fit on frozen features first
+  elif config.head_init == 'probe':  # the head fit on the frozen encoder's features first
     p_features = jax.jit(in_mesh(functools.partial(probe.cls_features, model=model)),
                          in_shardings=(repl, batch_shard), out_shardings=repl)
     features = predict(p_features, state.params, task.train, eval_batch_size, mesh)['cls']
@@ -440,8 +440,9 @@ def _run(config, workdir: str, mesh) -> dict:
                           settable=False)
   errors.check_seq_length(config.max_seq_length, model_config, settable=False)
   task = make_task(config, tokenizer)
-  if ((config.head_init == 'probe' or config.probe_only)
-      and task.head not in ('classification', 'regression')):
+  if config.probe_only:  # the head is fit as head_init='probe' fits it, and not fine-tuned
+    config.head_init = 'probe'
+  if config.head_init == 'probe' and task.head not in ('classification', 'regression'):
     option = 'probe_only' if config.probe_only else "head_init='probe'"
     raise UserError(f'{option} fits a classification or regression head; {task.name} has a '
                     f'{task.head} head' + ('' if config.probe_only else ' (use head_init=random)'))
