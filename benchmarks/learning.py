@@ -149,6 +149,18 @@ def eval_metrics(workdir: str, step: int) -> dict:
   return {k: v for k, v in rows[-1].items() if k not in ('kind', 'step')} if rows else {}
 
 
+def pretrain(arm: str, config, run_dir: str):
+  """Pre-trains `arm` in `run_dir` to config.num_train_steps (resuming its checkpoint)."""
+  from electra_jax import train  # pylint: disable=g-import-not-at-top
+  t = time.time()
+  result = train.train_and_evaluate(config, run_dir)
+  if result.get('stopped'):  # SIGTERM / SIGINT: its checkpoint is saved, the last step's is not
+    raise SystemExit(f'learning.py: pre-training of {arm} was stopped ({result["stopped"]}) at '
+                     f'step {result["step"]} of {config.num_train_steps}; run the same command '
+                     f'again to resume it from {run_dir}')
+  print(f'{arm}: pre-trained {config.num_train_steps} steps in {time.time() - t:.0f} s', flush=True)
+
+
 # ---- Fine-tuning.
 
 def finetune(init_dir: str, model_config, vocab: str, task: str, text_dir: str, workdir: str,
@@ -197,7 +209,7 @@ def finetune(init_dir: str, model_config, vocab: str, task: str, text_dir: str, 
 def main(argv):
   del argv
   host_memory.retain_freed_memory()
-  from electra_jax import build_data, train  # pylint: disable=g-import-not-at-top
+  from electra_jax import build_data  # pylint: disable=g-import-not-at-top
   workdir = os.path.abspath(_WORKDIR.value)
   config = _CONFIG.value
   unknown = [t for t in _TASKS.value if t not in TASK_SEQ_LENGTH]
@@ -266,9 +278,7 @@ def main(argv):
            for step in steps[arm]):  # pre-trained and exported already (then only fine-tuning)
       print(f'{arm}: reusing the exports in {run_dir}', flush=True)
     else:
-      t = time.time()
-      train.train_and_evaluate(c, run_dir)
-      print(f'{arm}: pre-trained {c.num_train_steps} steps in {time.time() - t:.0f} s', flush=True)
+      pretrain(arm, c, run_dir)
     for budget, step in zip(budgets, steps[arm]):
       export_dir = os.path.join(run_dir, f'export_{step}')
       export_at(run_dir, step, c, export_dir)

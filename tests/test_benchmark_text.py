@@ -152,9 +152,10 @@ def test_write_text_refuses_a_workdir_of_other_documentation(monkeypatch, tmp_pa
   assert not (tmp_path / 'order_dev.jsonl').exists()
 
 
-def test_learning_says_a_stopped_fine_tuning_can_be_resumed(tmp_path):
-  # The fine-tuning loop returns {'stopped': reason} on SIGTERM (its checkpoint saved, no
-  # results.json); learning.py must say so in one line instead of failing to open results.json.
+def test_learning_says_a_stopped_pre_training_or_fine_tuning_can_be_resumed(tmp_path):
+  # The training loops return {'stopped': reason} on SIGTERM (their checkpoint saved, but not the
+  # last step's, and no results.json); learning.py must say so in one line instead of failing to
+  # restore the last step's checkpoint or to open results.json.
   # A subprocess: learning.py defines absl flags at import, which other test modules define too.
   # It also checks that --finetune_head_init and --probe_only reach the fine-tuning config, and
   # that a pre-trained encoder is probed once (the fit does not depend on the seed).
@@ -162,17 +163,26 @@ def test_learning_says_a_stopped_fine_tuning_can_be_resumed(tmp_path):
 import sys
 sys.path.insert(0, {os.path.dirname(os.path.abspath(tasks.__file__))!r})
 from absl import flags
+import ml_collections
 import learning
+from electra_jax import train
 from electra_jax.finetune import loop
 loop.run = lambda config, workdir: print('head_init', config.head_init, config.probe_only,
                                          config.num_trials) or {{
     'task': 'next', 'seeds': [], 'stopped': 'SIGTERM'}}
+train.train_and_evaluate = lambda config, workdir: {{'step': 721, 'stopped': 'SIGINT'}}
 flags.FLAGS(['learning', '--finetune_head_init=probe', '--probe_only'])
+try:
+  learning.pretrain('mlm', ml_collections.ConfigDict({{'num_train_steps': 14260}}), '/runs/mlm')
+except SystemExit as e:
+  print(e)
 learning.finetune('/nowhere', None, '', 'next', {str(tmp_path)!r}, {str(tmp_path / 'ft')!r}, 0.0)
 """
   done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300,
                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   assert done.returncode == 1, done.stderr[-2000:]
+  assert ('learning.py: pre-training of mlm was stopped (SIGINT) at step 721 of 14260; run the '
+          'same command again to resume it from /runs/mlm') in done.stdout.splitlines(), done.stdout
   assert 'head_init probe True 1' in done.stdout, done.stdout
   last = done.stderr.strip().splitlines()[-1]
   assert last == ('learning.py: fine-tuning on next was stopped (SIGTERM) before it finished; '
