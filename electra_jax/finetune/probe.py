@@ -48,6 +48,7 @@ def _loss(kernel_bias, x, y, weights, l2, regression: bool):
           + 0.5 * l2 * jnp.sum(kernel ** 2))
 
 
+@functools.partial(jax.jit, static_argnames=('num_outputs', 'regression'))
 def _fit(x, y, weights, l2, num_outputs: int, regression: bool):
   """(kernel, bias) minimizing _loss, by L-BFGS from zeros; weights 0 leave an example out."""
   loss = lambda p: _loss(p, x, y, weights, l2, regression)
@@ -85,11 +86,11 @@ def cross_validation_errors(x, y, num_outputs: int, regression: bool = False) ->
   folds = min(FOLDS, n)
   fold = np.random.default_rng(0).permutation(n) % folds
   held_out = jnp.asarray(np.stack([fold == f for f in range(folds)]), jnp.float32)
-  fit = jax.jit(lambda weights, l2: _fit(x, y, weights, l2, num_outputs, regression))
-  fit_folds = jax.vmap(fit, in_axes=(0, None))  # one fit per fold, its examples held out
+  fit_folds = jax.vmap(functools.partial(_fit, num_outputs=num_outputs, regression=regression),
+                       in_axes=(None, None, 0, None))  # one fit per fold, its examples held out
   error = jax.vmap(functools.partial(_held_out_error, regression=regression),
                    in_axes=(0, None, None, 0))
-  return {l2: float(jnp.mean(error(fit_folds(1.0 - held_out, l2), x, y, held_out)))
+  return {l2: float(jnp.mean(error(fit_folds(x, y, 1.0 - held_out, l2), x, y, held_out)))
           for l2 in L2_GRID}
 
 
@@ -104,8 +105,8 @@ def fit_head(features, labels, num_outputs: int, regression: bool = False, l2=No
   if l2 is None:
     errors = cross_validation_errors(x, y, num_outputs, regression)
     l2 = min(L2_GRID, key=errors.get)  # the first of equal errors: the strongest penalty
-  fit = jax.jit(_fit, static_argnums=(4, 5))
-  kernel, bias = fit(x, y, jnp.ones((len(x),), jnp.float32), l2, num_outputs, regression)
+  kernel, bias = _fit(x, y, jnp.ones((len(x),), jnp.float32), l2, num_outputs=num_outputs,
+                      regression=regression)
   kernel = np.asarray(kernel, np.float64)
   bias = np.asarray(bias, np.float64) - mean @ kernel
   return {'kernel': kernel.astype(np.float32), 'bias': bias.astype(np.float32)}, l2
