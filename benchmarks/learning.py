@@ -40,6 +40,8 @@ dev accuracy of a logistic regression fit on its top layer's [CLS] vectors of th
 FLOPs) are fine-tuned; 1 = the whole run. Intermediate budgets are checkpoints of the same runs
 (the learning curve of one run, like the paper's Figure 4), so the learning rate there has not
 decayed to zero yet. Results: WORKDIR/results.json and the printed table.
+benchmarks/learning_table.py reads the results of every variant in WORKDIR and gives the median
+over pre-training seeds and the bar (ELECTRA 2 points ahead of the masked LM, both 5 above none).
 
 --variant=NAME with --config overrides (e.g. --config.objective.disc_weight=10) pre-trains the arms
 of those settings into WORKDIR/ARM_NAME on the same text and data; fine-tuning results are kept
