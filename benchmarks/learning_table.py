@@ -22,12 +22,6 @@ from absl import app
 from absl import flags
 import numpy as np
 
-_WORKDIR = flags.DEFINE_string('workdir', '/tmp/electra_learning', "learning.py's --workdir.")
-_PRETRAINING_SEEDS = flags.DEFINE_integer(
-    'pretraining_seeds', 3, 'Pre-training seeds the median is over.')
-_LEAD = flags.DEFINE_float('lead', 2.0, "Points ELECTRA must lead the masked LM by.")
-_FLOOR = flags.DEFINE_float('floor', 5.0, 'Points both must lead no pre-training by.')
-
 
 def _group_key(config: dict, row: dict) -> str:
   """What makes two rows the same experiment up to the pre-training seed."""
@@ -132,13 +126,24 @@ def report(workdir: str, n: int = 3, lead: float = 2.0, floor: float = 5.0) -> s
   return '\n'.join(lines)
 
 
+def define_flags():
+  """The command line's flags; defined only when run as a script, since importing this module
+  (the tests do) next to electra_jax.main must not define a second --workdir."""
+  flags.DEFINE_string('workdir', '/tmp/electra_learning', "learning.py's --workdir.")
+  flags.DEFINE_integer('pretraining_seeds', 3, 'Pre-training seeds the median is over.')
+  flags.DEFINE_float('lead', 2.0, 'Points ELECTRA must lead the masked LM by.')
+  flags.DEFINE_float('floor', 5.0, 'Points both must lead no pre-training by.')
+
+
 def main(argv):
   del argv
-  if not glob.glob(os.path.join(_WORKDIR.value, 'results*.json')):
-    raise SystemExit(f'learning_table.py: no results*.json in {_WORKDIR.value}; run '
+  f = flags.FLAGS
+  if not glob.glob(os.path.join(f.workdir, 'results*.json')):
+    raise SystemExit(f'learning_table.py: no results*.json in {f.workdir}; run '
                      'benchmarks/learning.py with this --workdir first')
-  print(report(_WORKDIR.value, _PRETRAINING_SEEDS.value, _LEAD.value, _FLOOR.value))
+  print(report(f.workdir, f.pretraining_seeds, f.lead, f.floor))
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -10,6 +10,9 @@ BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
                           'benchmarks')
 sys.path.insert(0, BENCHMARKS)
 
+# electra_jax.main first, as another test in the same pytest worker may have imported it: this
+# module must import beside it (its flags, --workdir among them, are defined only as a script).
+from electra_jax import main as _  # pylint: disable=g-import-not-at-top,wrong-import-position,unused-import
 import learning_table  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FINETUNED = {'lr': 0.0001, 'epochs': 6.0, 'dropout': 0.0, 'head_init': 'probe'}
