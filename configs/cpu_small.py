@@ -52,7 +52,9 @@ The same at fine-tuning lr 1e-4 (--finetune_head_init=probe --finetune_lr=1e-4):
 to 8 times), ELECTRA's lead on splice over the 3e-4 masked LM grows from 1.7 to 7.25 points; at
 twice the budget the 5e-4 masked LM fine-tunes (as above) to splice 57.9 against ELECTRA's 56.9,
 next 61.6 against 67.3 (seed 0); with pre-training seed 1 (--config.seed=1) splice 53.8 against
-59.2, next 63.6 against 65.7. --probe_only scores the encoders frozen.
+59.2, next 63.6 against 65.7; the medians of pre-training seeds 0-2 at that budget
+(benchmarks/learning_table.py --workdir=WORKDIR): next ELECTRA 66.6, masked LM 63.6, none 53.8;
+splice 57.0, 57.7, 48.25. --probe_only scores the encoders frozen.
 benchmarks/README.md, "The core claim, measured", has the runs on the earlier text (Python's
 manual 4 times over), at 128 tokens, and the diagnosis.
 """
