@@ -66,6 +66,12 @@ def test_bar_is_met_failed_or_open_only_when_every_possible_median_agrees():
   # The masked LM less than 5 above no pre-training fails it whatever ELECTRA does.
   assert learning_table.bar((70.0, 70.0), (57.0, 57.0), 52.5, 2, 5) == 'failed'
   assert learning_table.bar((0.0, 100.0), (57.0, 57.0), 48.0, 2, 5) == 'open'
+  # A lead of exactly 2 points (24 of 1,200 dev examples) is met, though the accuracies as
+  # computed differ by a hair under 2 in floats; one example fewer is not.
+  electra, mlm = 67.58333333333333, 65.58333333333334
+  assert electra - mlm < 2
+  assert learning_table.bar((electra, 69.3), (63.6, mlm), 53.8, 2, 5) == 'met'
+  assert learning_table.bar((electra - 1 / 12, 69.3), (63.6, mlm), 53.8, 2, 5) == 'open'
 
 
 def test_report_groups_the_seeds_and_checks_the_bar_per_task(workdir):
