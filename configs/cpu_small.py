@@ -39,8 +39,8 @@ chance) is the single-sentence task of the bar below: ELECTRA 54.75, masked LM 5
 The bar (ELECTRA 2 points ahead of the masked LM on both tasks, both 5 ahead of none), medians of
 pre-training seeds 0-2 (`python benchmarks/learning_table.py --workdir=WORKDIR` reads and checks
 them), next / splice, at N times the budget (--config.num_train_steps=3256*N --variant=xN, no
-xN at N=1; pre-training seed S: _sS after the variant and --config.seed=S), the masked LM at its
-better lr (--arms=mlm --variant=lr5e-4_xN --config.optim.learning_rate=5e-4):
+xN at N=1; pre-training seed S: --config.seed=S and _sS after the variant, sS alone at N=1), the
+masked LM at its better lr (--arms=mlm --variant=lr5e-4_xN --config.optim.learning_rate=5e-4):
   fine-tuning              N   ELECTRA       masked LM              none          next, splice
   probe's head, lr 1e-4    1   64.2 / 55.7   60.6 / 57.1            52.0 / 49.4   met, failed
                            2   66.6 / 57.0   63.6 / 57.7            53.8 / 48.25  met, failed
